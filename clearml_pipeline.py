@@ -1,0 +1,558 @@
+"""California Housing regression as a ClearML pipeline of decorated steps.
+
+load -> split -> train (polynomial regression, XGBoost; optionally linear, random forest) -> evaluate.
+
+Run modes (``--mode``):
+
+* ``offline`` (default): no server. ClearML offline mode, every step run in this process
+  (``PipelineDecorator.debug_pipeline()``); the run is recorded in an offline session that
+  ``python clearml_pipeline.py import-offline <zip>`` uploads to a server later.
+* ``local``: against the ClearML server configured in ``clearml.conf`` / ``CLEARML_*``; every
+  step is its own task, run as a subprocess here (``PipelineDecorator.run_locally()``).
+* ``remote``: steps are enqueued on ``--queue`` for ClearML agents; the controller runs on
+  ``--controller-queue`` (default ``services``) or here with ``--controller-queue local``.
+
+Every pipeline parameter is defined once, in :class:`steps.params.PipelineParameters`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from steps.params import DEFAULTS, PipelineParameters, flag_of, parameter_fields  # noqa: E402
+
+PROJECT = "California Housing"
+PIPELINE_NAME = "tabular regression"
+PIPELINE_VERSION = "1.0.0"
+MODES = ("offline", "local", "remote")
+STEP_NAMES = ("load", "split", "train_polynomial", "train_xgboost", "train_linear", "train_random_forest", "evaluate")
+
+
+class UsageError(Exception):
+    """Bad command-line input or environment; the message is shown as one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How the pipeline runs (not pipeline parameters: they never appear in ``Args``)."""
+
+    mode: str = "offline"
+    queue: str = "default"
+    controller_queue: str = "services"
+    cache: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per pipeline parameter (defaults shown) plus the run options."""
+    parser = argparse.ArgumentParser(
+        prog="clearml_pipeline.py",
+        description="Train and compare regressors on California Housing as a ClearML pipeline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Upload an offline run to a server: python clearml_pipeline.py import-offline PATH "
+        "(PATH: the offline session .zip or folder printed by a run).",
+    )
+    run = parser.add_argument_group("run options")
+    run.add_argument("--mode", default="offline", help=f"where to run: one of {', '.join(MODES)}")
+    run.add_argument("--queue", default="default", help="ClearML queue of the steps (--mode remote)")
+    run.add_argument(
+        "--controller-queue",
+        default="services",
+        help="queue of the pipeline controller (--mode remote); 'local' runs it on this machine",
+    )
+    run.add_argument("--no-cache", action="store_true", help="run every step, even when a cached result exists")
+    params = parser.add_argument_group("pipeline parameters (the run's Args in ClearML)")
+    for f in parameter_fields():
+        kind = {"str": str, "int": int, "float": float}[f.type]
+        params.add_argument(flag_of(f), dest=f.name, type=kind, default=f.default, metavar=f.type.upper(),
+                            help=f.metadata["help"])
+    return parser
+
+
+def parse_command_line(argv: list[str]) -> tuple[RunOptions, PipelineParameters]:
+    """Parse and check ``argv``; everything is validated before any step runs.
+
+    :raises UsageError: an unknown mode, an out-of-range parameter or an unusable output folder.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mode not in MODES:
+        raise UsageError(f"unknown --mode {args.mode!r}; choose one of {', '.join(MODES)}")
+    options = RunOptions(args.mode, args.queue, args.controller_queue, not args.no_cache)
+    values = {f.name: getattr(args, f.name) for f in parameter_fields()}
+    params = _validated(values)
+    return options, params
+
+
+def _validated(values: dict) -> PipelineParameters:
+    from steps.evaluation import check_output_dir, new_run_dir
+    from steps.params import ParameterError
+
+    try:
+        params = PipelineParameters(**values).validate()
+    except ParameterError as exc:
+        raise UsageError(str(exc)) from None
+    if params.data_path:
+        from steps.data import DataError, _read_header, _check_columns
+
+        try:  # fail on a bad path or header now, before ClearML starts
+            _check_columns(Path(params.data_path), _read_header(Path(params.data_path))[0])
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
+        params = dataclasses.replace(params, data_path=str(Path(params.data_path).expanduser().absolute()))
+    output_dir = params.output_dir or str(new_run_dir(Path.cwd() / "runs"))
+    try:
+        check_output_dir(output_dir)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return dataclasses.replace(params, output_dir=str(Path(output_dir).expanduser().absolute()))
+
+
+# ClearML records every argparse result parsed after `import clearml` and copies it into the
+# task's Args, where --mode/--queue would sit beside the pipeline parameters and be replayed by a
+# re-run from the web UI. So the command line is parsed before ClearML is imported.
+RUN, CLI_PARAMS, CLI_ERROR = RunOptions(), None, None
+if __name__ == "__main__" and sys.argv[1:2] != ["import-offline"] and not os.environ.get("CLEARML_TASK_ID"):
+    try:
+        RUN, CLI_PARAMS = parse_command_line(sys.argv[1:])
+    except UsageError as _exc:
+        CLI_ERROR = str(_exc)
+
+from clearml import PipelineDecorator, Task  # noqa: E402
+
+# Packages each step needs on an agent (ranges as in requirements.txt).
+_NUMPY, _PANDAS, _SKLEARN = "numpy>=1.26,<3", "pandas>=2.2,<4", "scikit-learn>=1.6,<1.10"
+_XGBOOST, _MATPLOTLIB, _JOBLIB = "xgboost>=2.1,<4", "matplotlib>=3.8,<4", "joblib>=1.3"
+# Agents get the code of `steps/` from this repository at its current commit (remote mode only:
+# locally the steps import it from the working copy).
+_STEP_REPO: Optional[str] = str(PROJECT_ROOT) if RUN.mode == "remote" else None
+_METRIC_SERIES = [(metric, model) for metric in ("R2", "RMSE", "MAE") for model in
+                  ("polynomial", "xgboost", "linear", "random_forest")]
+
+
+@PipelineDecorator.component(
+    name="load", return_values=["dataset"], cache=RUN.cache, task_type="data_processing",
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+)
+def load(data_path: str = ""):
+    """Load and validate the data (see :func:`steps.data.load_dataset`): n x 9 DataFrame, target in $100k."""
+    from steps.data import load_dataset
+
+    return load_dataset(data_path)
+
+
+@PipelineDecorator.component(
+    name="split", return_values=["X_train", "X_test", "y_train", "y_test"], cache=RUN.cache,
+    task_type="data_processing", packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+)
+def split(dataset, test_size: float = 0.2, random_state: int = 42):
+    """Train/test split (see :func:`steps.data.split_dataset`)."""
+    from steps.data import split_dataset
+
+    return split_dataset(dataset, test_size=test_size, random_state=random_state)
+
+
+@PipelineDecorator.component(
+    name="train_polynomial", return_values=["model"], task_type="training",
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+)
+def train_polynomial(X_train, y_train, degree: int = 3, alpha: float = 1.0, clip_quantile: float = 0.01):
+    """Fit :func:`steps.models.build_polynomial` on the train set."""
+    from steps.models import build_polynomial
+
+    return build_polynomial(degree=degree, alpha=alpha, clip_quantile=clip_quantile).fit(X_train, y_train)
+
+
+@PipelineDecorator.component(
+    name="train_xgboost", return_values=["model"], task_type="training",
+    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST], repo=_STEP_REPO,
+)
+def train_xgboost(
+    X_train,
+    y_train,
+    n_estimators: int = 3000,
+    max_depth: int = 8,
+    learning_rate: float = 0.05,
+    subsample: float = 0.8,
+    colsample_bytree: float = 0.8,
+    min_child_weight: float = 1.0,
+    early_stopping_rounds: int = 100,
+    device: str = "cpu",
+    n_jobs: int = -1,
+    random_state: int = 42,
+):
+    """Fit :func:`steps.models.build_xgboost` with early stopping on part of the train set."""
+    from steps.models import build_xgboost, fit_xgboost
+
+    model = build_xgboost(
+        n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate, subsample=subsample,
+        colsample_bytree=colsample_bytree, min_child_weight=min_child_weight,
+        early_stopping_rounds=early_stopping_rounds, device=device, n_jobs=n_jobs, random_state=random_state,
+    )
+    return fit_xgboost(model, X_train, y_train, random_state=random_state)
+
+
+@PipelineDecorator.component(
+    name="train_linear", return_values=["model"], task_type="training",
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+)
+def train_linear(X_train, y_train):
+    """Fit :func:`steps.models.build_linear` (the least-squares baseline)."""
+    from steps.models import build_linear
+
+    return build_linear().fit(X_train, y_train)
+
+
+@PipelineDecorator.component(
+    name="train_random_forest", return_values=["model"], task_type="training",
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+)
+def train_random_forest(X_train, y_train, n_estimators: int = 200, n_jobs: int = -1, random_state: int = 42):
+    """Fit :func:`steps.models.build_random_forest`."""
+    from steps.models import build_random_forest
+
+    return build_random_forest(n_estimators=n_estimators, random_state=random_state, n_jobs=n_jobs).fit(
+        X_train, y_train
+    )
+
+
+@PipelineDecorator.component(
+    name="evaluate", return_values=["metrics"], task_type="qc",
+    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST, _MATPLOTLIB, _JOBLIB], repo=_STEP_REPO,
+    monitor_metrics=_METRIC_SERIES, monitor_models=["*"],
+)
+def evaluate(
+    X_test,
+    y_test,
+    output_dir: str = "",
+    polynomial=None,
+    xgboost=None,
+    linear=None,
+    random_forest=None,
+):
+    """Score every trained model on the test set, report it to ClearML and write it to ``output_dir``.
+
+    Reports, on this step's task (the controller's in offline mode): scalars ``R2``/``RMSE``/``MAE``
+    with one series per model, the table ``Metrics``, the figures, and one output model per
+    estimator (framework, test metrics as metadata, tag = model kind). Writes ``metrics.csv``,
+    ``prediction_plot.png``, ``<model>_error_distribution.png``, ``model_comparison.png`` and
+    ``models/`` to ``output_dir`` all at once (see :func:`steps.evaluation.write_run_outputs`).
+
+    :returns: the metrics table (one row per model: model, r2, rmse, mae, n_test).
+    """
+    import warnings
+
+    from clearml import Logger, OutputModel, Task
+
+    from steps.evaluation import metrics_table, predict_all, write_run_outputs
+    from steps.plots import error_distribution_plot, model_comparison_plot, prediction_plot
+
+    fitted = {name: model for name, model in (("polynomial", polynomial), ("xgboost", xgboost),
+                                              ("linear", linear), ("random_forest", random_forest))
+              if model is not None}
+    predictions = predict_all(fitted, X_test)
+    metrics = metrics_table(y_test, predictions)
+    figures = {"prediction_plot": prediction_plot(y_test, predictions)}
+    for name in fitted:
+        figures[f"{name}_error_distribution"] = error_distribution_plot(name, y_test, predictions[name])
+    figures["model_comparison"] = model_comparison_plot(metrics)
+    logger = Logger.current_logger()
+    for row in metrics.itertuples():
+        for title, value in (("R2", row.r2), ("RMSE", row.rmse), ("MAE", row.mae)):
+            logger.report_scalar(title=title, series=row.model, value=value, iteration=0)
+            logger.report_single_value(f"{row.model}/{title}", value)
+    logger.report_table(title="Metrics", series="test set", iteration=0, table_plot=metrics)
+    with warnings.catch_warnings():  # matplotlib -> plotly conversion notes, irrelevant here
+        warnings.simplefilter("ignore", UserWarning)
+        for stem, fig in figures.items():
+            logger.report_matplotlib_figure(title=stem, series=stem, figure=fig, iteration=0, report_image=False)
+
+    paths = write_run_outputs(output_dir, metrics, figures, fitted)
+    task = Task.current_task()
+    for row in metrics.itertuples():
+        scores = {key: float(getattr(row, key)) for key in ("r2", "rmse", "mae")}
+        weights = paths["models/xgboost.json"] if row.model == "xgboost" else paths[f"models/{row.model}.joblib"]
+        if Task.is_offline():
+            # OutputModel cannot register weights in an offline session (clearml 2.1: DummyModel has
+            # no 'locked'); the session keeps the file as an artifact instead.
+            task.upload_artifact(f"model_{row.model}", artifact_object=str(weights), metadata=scores, wait_on_upload=True)
+            continue
+        model = OutputModel(
+            task=task, name=row.model, framework="XGBoost" if row.model == "xgboost" else "ScikitLearn",
+            tags=[row.model], comment=f"California Housing regressor ({row.model}), target in $100k",
+        )
+        for key, value in scores.items():
+            model.set_metadata(key, f"{value:.6f}", v_type="float")
+        model.update_weights(weights_filename=str(weights), auto_delete_file=False)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    print(f"results written to {paths['metrics.csv'].parent}")
+    return metrics
+
+
+@PipelineDecorator.pipeline(
+    name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION, return_value="metrics",
+    pipeline_execution_queue=None if RUN.controller_queue == "local" else RUN.controller_queue,
+    skip_global_imports=True, repo=_STEP_REPO,
+)
+def tabular_regression_pipeline(
+    data_path: str = DEFAULTS.data_path,
+    output_dir: str = DEFAULTS.output_dir,
+    models: str = DEFAULTS.models,
+    test_size: float = DEFAULTS.test_size,
+    random_state: int = DEFAULTS.random_state,
+    poly_degree: int = DEFAULTS.poly_degree,
+    poly_alpha: float = DEFAULTS.poly_alpha,
+    poly_clip_quantile: float = DEFAULTS.poly_clip_quantile,
+    xgb_n_estimators: int = DEFAULTS.xgb_n_estimators,
+    xgb_max_depth: int = DEFAULTS.xgb_max_depth,
+    xgb_learning_rate: float = DEFAULTS.xgb_learning_rate,
+    xgb_subsample: float = DEFAULTS.xgb_subsample,
+    xgb_colsample_bytree: float = DEFAULTS.xgb_colsample_bytree,
+    xgb_min_child_weight: float = DEFAULTS.xgb_min_child_weight,
+    xgb_early_stopping_rounds: int = DEFAULTS.xgb_early_stopping_rounds,
+    xgb_device: str = DEFAULTS.xgb_device,
+    rf_n_estimators: int = DEFAULTS.rf_n_estimators,
+    n_jobs: int = DEFAULTS.n_jobs,
+):
+    """The controller: wires the steps; its arguments are the run's ``Args`` (see :class:`PipelineParameters`).
+
+    :returns: the metrics table of :func:`evaluate` (one row per model).
+    :raises steps.params.ParameterError: a value edited in the web UI is out of range.
+    """
+    values = locals()
+    args = {f.name: values[f.name] for f in parameter_fields()}
+    controller = Task.current_task()
+    _RESULT["task"] = controller
+    # debug_pipeline() (offline mode) does not record the pipeline arguments; connecting them
+    # here records them, with their types, in every mode (idempotent when already recorded).
+    controller.connect(args, name="Args")
+    p = PipelineParameters(**args).validate()
+
+    dataset = load(p.data_path)
+    X_train, X_test, y_train, y_test = split(dataset, test_size=p.test_size, random_state=p.random_state)
+    trained = {}
+    chosen = p.model_list()
+    if "polynomial" in chosen:
+        trained["polynomial"] = train_polynomial(
+            X_train, y_train, degree=p.poly_degree, alpha=p.poly_alpha, clip_quantile=p.poly_clip_quantile
+        )
+    if "xgboost" in chosen:
+        trained["xgboost"] = train_xgboost(
+            X_train, y_train, n_estimators=p.xgb_n_estimators, max_depth=p.xgb_max_depth,
+            learning_rate=p.xgb_learning_rate, subsample=p.xgb_subsample,
+            colsample_bytree=p.xgb_colsample_bytree, min_child_weight=p.xgb_min_child_weight,
+            early_stopping_rounds=p.xgb_early_stopping_rounds, device=p.xgb_device, n_jobs=p.n_jobs,
+            random_state=p.random_state,
+        )
+    if "linear" in chosen:
+        trained["linear"] = train_linear(X_train, y_train)
+    if "random_forest" in chosen:
+        trained["random_forest"] = train_random_forest(
+            X_train, y_train, n_estimators=p.rf_n_estimators, n_jobs=p.n_jobs, random_state=p.random_state
+        )
+    return evaluate(X_test, y_test, output_dir=p.output_dir, **trained)
+
+
+class ServerError(Exception):
+    """The ClearML server is not configured, unreachable, refuses the credentials, or lacks a queue."""
+
+
+def check_server(queues: list[str], timeout: float = 5.0) -> str:
+    """Check, within ``timeout`` seconds per request, that the configured ClearML server answers.
+
+    The SDK itself retries a dead server for minutes without a word, so server modes call this
+    first: ``auth.login`` with the configured credentials, then ``queues.get_all`` per queue
+    (ClearML's REST API, ``docs/references/api``).
+
+    :param queues: queue names that must exist.
+    :returns: the API server URL.
+    :raises ServerError: one line naming what to fix.
+    """
+    import re
+
+    import requests
+    from clearml.backend_api import Session
+    from clearml.config import config_obj
+
+    host = os.environ.get("CLEARML_API_HOST") or config_obj.get("api.api_server", None)
+    key = os.environ.get("CLEARML_API_ACCESS_KEY") or config_obj.get("api.credentials.access_key", None)
+    secret = os.environ.get("CLEARML_API_SECRET_KEY") or config_obj.get("api.credentials.secret_key", None)
+    if not host or not key or not secret:
+        raise ServerError(
+            "no ClearML server is configured: run clearml-init, or copy clearml.conf.example, fill it in and "
+            "set CLEARML_CONFIG_FILE to it, or set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY and "
+            "CLEARML_API_SECRET_KEY (or use --mode offline)"
+        )
+    host = Session.get_api_server_host().rstrip("/")
+    try:
+        reply = requests.post(f"{host}/auth.login", auth=(key, secret), timeout=timeout)
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        raise ServerError(
+            f"the ClearML server {host} cannot be reached ({reason}); start it, or fix api.api_server "
+            "in clearml.conf / CLEARML_API_HOST (or use --mode offline)"
+        ) from None
+    if reply.status_code in (401, 403):
+        raise ServerError(
+            f"the ClearML server {host} rejected the credentials (HTTP {reply.status_code}); create new "
+            "credentials in its web UI (Settings > Workspace) and put them in clearml.conf or "
+            "CLEARML_API_ACCESS_KEY / CLEARML_API_SECRET_KEY"
+        )
+    try:
+        token = reply.json()["data"]["token"]
+    except (ValueError, KeyError, TypeError):
+        raise ServerError(
+            f"{host} answered HTTP {reply.status_code} but is not a ClearML API server; api.api_server "
+            "must be the API server (port 8008 when self-hosted), not the web server"
+        ) from None
+    for queue in queues:
+        try:
+            found = requests.post(
+                f"{host}/queues.get_all", json={"name": f"^{re.escape(queue)}$", "only_fields": ["id"]},
+                headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+            ).json()["data"]["queues"]
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            raise ServerError(f"could not list the queues of {host}; check the server's health") from None
+        if not found:
+            raise ServerError(
+                f"queue '{queue}' does not exist on {host}; create it in the web UI (Orchestration > Queues) "
+                f"or start an agent with: clearml-agent daemon --queue {queue} --create-queue"
+            )
+    return host
+
+
+_RESULT: dict = {}
+
+
+def _failed_step(exc: BaseException) -> Optional[str]:
+    """The name of the step whose code raised ``exc`` (innermost step frame of its traceback)."""
+    step, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in STEP_NAMES:
+            step = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    return step
+
+
+def _configure_offline() -> None:
+    """ClearML offline mode, set up so that a run never sits idle at exit.
+
+    Reports are written by a thread of this process instead of a forked subprocess
+    (``sdk.development.report_use_subprocess``): the fork-with-threads subprocess can deadlock
+    at exit, and a pipeline that reports a few dozen events gains nothing from it.
+    """
+    from clearml.config import config_obj
+
+    config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
+    Task.set_offline(offline_mode=True)
+
+
+def _run(options: RunOptions, params: PipelineParameters) -> int:
+    if options.mode == "offline":
+        _configure_offline()
+        PipelineDecorator.debug_pipeline()
+    else:
+        check_server(queues=[options.queue] + ([options.controller_queue] if options.mode == "remote"
+                                               and options.controller_queue != "local" else []))
+        if options.mode == "local":
+            PipelineDecorator.run_locally()
+        else:
+            PipelineDecorator.set_default_execution_queue(options.queue)
+    try:
+        metrics = tabular_regression_pipeline(**dataclasses.asdict(params))
+    except (Exception, KeyboardInterrupt) as exc:
+        return _fail(exc)
+    task = _RESULT.get("task")
+    if metrics is not None:
+        print(metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"results: {params.output_dir}")
+    if options.mode == "offline" and task is not None:
+        print(f"ClearML offline session: {task.get_offline_mode_folder()}.zip "
+              f"(upload it with: python clearml_pipeline.py import-offline <that zip>)")
+    return 0
+
+
+def _fail(exc: BaseException) -> int:
+    """Report a failed or interrupted run in one line, mark the ClearML task, return the exit code."""
+    import traceback
+
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    step = _failed_step(exc)
+    where = f"step '{step}' failed" if step else "the pipeline failed"
+    message = "interrupted" if interrupted else f"{where}: {exc}" if isinstance(exc, ValueError) \
+        else f"{where}: {type(exc).__name__}: {exc}"
+    task = _RESULT.get("task")
+    if task is not None and PipelineDecorator._debug_execute_step_function:
+        try:
+            task.get_logger().report_text("".join(traceback.format_exception(exc)), print_console=False)
+            if interrupted:
+                task.mark_stopped(force=True, status_message="interrupted")
+            else:
+                task.mark_failed(status_reason=message, status_message=message, force=True)
+            task.close()
+        except Exception:  # the one-line answer matters more than the record
+            pass
+    print(f"error: {message}", file=sys.stderr)
+    return 130 if interrupted else 1
+
+
+def _import_offline(argv: list[str]) -> int:
+    """``import-offline PATH``: upload an offline session (zip or folder) with ClearML's own import."""
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python clearml_pipeline.py import-offline PATH  (an offline session .zip or folder)",
+              file=sys.stderr)
+        return 2
+    path = Path(argv[0]).expanduser()
+    if not path.exists():
+        print(f"error: offline session not found: {path}; pass the .zip printed by an offline run",
+              file=sys.stderr)
+        return 2
+    try:
+        check_server(queues=[])
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    task_id = Task.import_offline_session(str(path))
+    if not task_id:
+        print(f"error: ClearML could not import {path}; is it an offline session folder or zip?", file=sys.stderr)
+        return 1
+    print(f"imported as task {task_id}")
+    return 0
+
+
+def main() -> int:
+    """Command-line entry point; returns the exit code (0 ok, 1 failed run, 2 bad input, 130 interrupted)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends a run like Ctrl-C
+    if sys.argv[1:2] == ["import-offline"]:
+        return _import_offline(sys.argv[2:])
+    if os.environ.get("CLEARML_TASK_ID"):
+        # The controller, started by a ClearML agent: the Args come from the task (as edited in the UI).
+        tabular_regression_pipeline()
+        return 0
+    if CLI_ERROR:
+        print(f"error: {CLI_ERROR}", file=sys.stderr)
+        return 2
+    try:
+        return _run(RUN, CLI_PARAMS)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Test-set metrics of the regressors, and the files a run leaves behind.
+
+Metrics are scikit-learn's: :func:`~sklearn.metrics.r2_score` (coefficient of determination),
+:func:`~sklearn.metrics.root_mean_squared_error` and :func:`~sklearn.metrics.mean_absolute_error`,
+both errors in the target's unit ($100k). Nothing here knows about ClearML.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+METRIC_COLUMNS: tuple[str, ...] = ("model", "r2", "rmse", "mae", "n_test")
+
+
+class OutputError(ValueError):
+    """The output folder cannot be used; the message names the fix."""
+
+
+def regression_metrics(y_true, y_pred) -> dict[str, float]:
+    """R^2, RMSE and MAE of predictions.
+
+    :param y_true: n true targets ($100k); ``y_pred``: n predictions ($100k).
+    :returns: ``{"r2": ..., "rmse": ..., "mae": ...}`` (RMSE and MAE in $100k).
+    """
+    return {
+        "r2": float(r2_score(y_true, y_pred)),
+        "rmse": float(root_mean_squared_error(y_true, y_pred)),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+    }
+
+
+def predict_all(models: Mapping[str, object], X_test: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Predictions of each fitted model on ``X_test`` (n_test x 8): ``{name: (n_test,) array in $100k}``."""
+    return {name: np.asarray(model.predict(X_test), dtype=float) for name, model in models.items()}
+
+
+def metrics_table(y_test, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """One row per model with the columns :data:`METRIC_COLUMNS` (the content of ``metrics.csv``)."""
+    rows = [{"model": name, **regression_metrics(y_test, pred), "n_test": len(pred)} for name, pred in predictions.items()]
+    return pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+
+
+def new_run_dir(root: str | os.PathLike = "runs") -> Path:
+    """A fresh, not yet created path ``<root>/<UTC time>-<random>``; two runs never get the same one."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Check that ``output_dir`` can receive a run's results, before anything runs.
+
+    It may not exist yet (it is created) or be an empty folder; its nearest existing parent must
+    be a writable folder.
+
+    :raises OutputError: it is a file, a non-empty folder, or not writable.
+    """
+    path = Path(output_dir).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output folder {path} is a file; pass --output-dir with a folder path")
+    if path.is_dir() and any(path.iterdir()):
+        raise OutputError(
+            f"output folder {path} is not empty; pass a new or empty folder with --output-dir "
+            "(or leave it out for a new folder under runs/)"
+        )
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{parent} is a file, so {path} cannot be created; choose another --output-dir")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"folder {parent} is not writable; choose a writable --output-dir")
+    return path
+
+
+@contextmanager
+def staged_output(output_dir: str | os.PathLike) -> Iterator[Path]:
+    """Write a run's files into a hidden staging folder, then move them into ``output_dir`` at once.
+
+    The staging folder is a sibling of ``output_dir`` (same file system), so the final
+    :func:`os.replace` is atomic: ``output_dir`` holds either every file or none. If the body
+    raises (or the process is interrupted) the staging folder is removed.
+
+    :yields: the staging folder to write into.
+    :raises OutputError: ``output_dir`` is unusable (see :func:`check_output_dir`).
+    """
+    final = check_output_dir(output_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield stage
+        if final.is_dir():
+            final.rmdir()  # empty, checked above
+        os.replace(stage, final)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_run_outputs(
+    output_dir: str | os.PathLike,
+    metrics: pd.DataFrame,
+    figures: Mapping[str, object],
+    models: Mapping[str, object],
+) -> dict[str, Path]:
+    """Write ``metrics.csv``, every figure as PNG and every model, all or nothing.
+
+    Files (inside ``output_dir``): ``metrics.csv``; ``<name>.png`` per figure; per model
+    ``models/<model>.joblib`` (the fitted scikit-learn estimator, :func:`joblib.dump`) and, for
+    XGBoost, ``models/xgboost.json`` (the booster in XGBoost's own JSON format, loadable with
+    :meth:`xgboost.Booster.load_model`; it expects the 8 features + 5 rotated coordinates of
+    :func:`steps.models.add_rotated_coordinates`).
+
+    :param metrics: the :func:`metrics_table`; ``figures``: ``{file stem: matplotlib Figure}``;
+        ``models``: ``{model name: fitted estimator}``.
+    :returns: ``{file name relative to output_dir: absolute final path}``.
+    :raises OutputError: the folder is unusable (checked before anything is written).
+    """
+    import joblib
+
+    written: list[str] = []
+    with staged_output(output_dir) as stage:
+        metrics.to_csv(stage / "metrics.csv", index=False)
+        written.append("metrics.csv")
+        for stem, fig in figures.items():
+            # Saved through a file object: ClearML's matplotlib binding reports any figure saved
+            # to a path, and the pipeline already reports each figure once, under its own title.
+            with open(stage / f"{stem}.png", "wb") as fh:
+                fig.savefig(fh, format="png", dpi=100)
+            written.append(f"{stem}.png")
+        (stage / "models").mkdir()
+        for name, model in models.items():
+            joblib.dump(model, stage / "models" / f"{name}.joblib")
+            written.append(f"models/{name}.joblib")
+            if name == "xgboost":
+                model[-1].get_booster().save_model(str(stage / "models" / "xgboost.json"))
+                written.append("models/xgboost.json")
+    final = Path(output_dir).expanduser().absolute()
+    return {rel: final / rel for rel in written}

@@ -1,0 +1,77 @@
+"""Figures of a run: predicted vs actual, error distribution per model, model comparison.
+
+Each function returns a :class:`matplotlib.figure.Figure` (Agg backend, no screen needed);
+the caller saves it as PNG and/or reports it. Nothing here knows about ClearML.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+#: Figures are at most this many points per model (a fixed random sample) to stay light.
+MAX_POINTS = 5000
+
+
+def _sample(n: int, seed: int = 0) -> np.ndarray:
+    if n <= MAX_POINTS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, MAX_POINTS, replace=False))
+
+
+def prediction_plot(y_test, predictions: Mapping[str, np.ndarray]) -> Figure:
+    """Predicted vs actual median house value, one panel per model, with the y = x line.
+
+    :param y_test: n_test true targets ($100k); ``predictions``: ``{model: (n_test,) array}``.
+    """
+    y = np.asarray(y_test, dtype=float)
+    idx = _sample(len(y))
+    names = list(predictions)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 5), squeeze=False, sharey=True)
+    lo = min(y.min(), *(p.min() for p in predictions.values()))
+    hi = max(y.max(), *(p.max() for p in predictions.values()))
+    for ax, name in zip(axes[0], names):
+        ax.scatter(y[idx], predictions[name][idx], s=4, alpha=0.3)
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=1)
+        ax.set_title(name)
+        ax.set_xlabel("actual median house value ($100k)")
+    axes[0][0].set_ylabel("predicted median house value ($100k)")
+    fig.suptitle("Predicted vs actual (test set)")
+    fig.tight_layout()
+    return fig
+
+
+def error_distribution_plot(name: str, y_test, prediction: np.ndarray) -> Figure:
+    """Histogram of the errors (predicted - actual, $100k) of one model on the test set."""
+    errors = np.asarray(prediction, dtype=float) - np.asarray(y_test, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(errors, bins=60, color="tab:blue", alpha=0.8)
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_title(f"{name}: error distribution (test set)")
+    ax.set_xlabel("predicted - actual ($100k)")
+    ax.set_ylabel("districts")
+    fig.tight_layout()
+    return fig
+
+
+def model_comparison_plot(metrics: pd.DataFrame) -> Figure:
+    """R^2, RMSE and MAE of each model side by side (one panel per metric).
+
+    :param metrics: the table of :func:`steps.evaluation.metrics_table`.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    for ax, column, label in zip(axes, ("r2", "rmse", "mae"), ("R^2 (higher is better)", "RMSE, $100k", "MAE, $100k")):
+        bars = ax.bar(metrics["model"], metrics[column], color=plt.cm.tab10.colors[: len(metrics)])
+        ax.bar_label(bars, fmt="%.3f")
+        ax.set_title(label)
+        ax.tick_params(axis="x", rotation=20)
+    fig.suptitle("Model comparison (test set)")
+    fig.tight_layout()
+    return fig
