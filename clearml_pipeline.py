@@ -179,7 +179,7 @@ def train_xgboost(
     X_train,
     y_train,
     n_estimators: int = 3000,
-    max_depth: int = 8,
+    max_depth: int = 6,
     learning_rate: float = 0.05,
     subsample: float = 0.8,
     colsample_bytree: float = 0.8,
@@ -282,8 +282,8 @@ def evaluate(
         weights = paths["models/xgboost.json"] if row.model == "xgboost" else paths[f"models/{row.model}.joblib"]
         if Task.is_offline():
             # OutputModel cannot register weights in an offline session (clearml 2.1: DummyModel has
-            # no 'locked'); the session keeps the file as an artifact instead.
-            task.upload_artifact(f"model_{row.model}", artifact_object=str(weights), metadata=scores, wait_on_upload=True)
+            # no 'locked'); the session keeps a copy of the model file as an artifact instead.
+            task.upload_artifact(f"model_{row.model}", artifact_object=str(weights), metadata=scores)
             continue
         model = OutputModel(
             task=task, name=row.model, framework="XGBoost" if row.model == "xgboost" else "ScikitLearn",
@@ -444,22 +444,36 @@ def _failed_step(exc: BaseException) -> Optional[str]:
     return step
 
 
-def _configure_offline() -> None:
-    """ClearML offline mode, set up so that a run never sits idle at exit.
+def _start_offline_controller() -> Task:
+    """Start the controller task of an offline run (ClearML offline mode), set up never to sit idle.
 
-    Reports are written by a thread of this process instead of a forked subprocess
-    (``sdk.development.report_use_subprocess``): the fork-with-threads subprocess can deadlock
-    at exit, and a pipeline that reports a few dozen events gains nothing from it.
+    * Reports are written by a thread of this process, not a forked subprocess
+      (``sdk.development.report_use_subprocess``): the fork-with-threads subprocess can deadlock
+      at exit, and a run that reports a few dozen events gains nothing from it.
+    * The task is created here rather than by the pipeline decorator so that argparse, joblib
+      and matplotlib are not auto-connected: the command line is not a pipeline parameter, and
+      models and figures are reported once, explicitly, by the evaluate step. XGBoost stays
+      connected, for its training curve. The decorator then adopts this task as its controller.
     """
     from clearml.config import config_obj
 
     config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
     Task.set_offline(offline_mode=True)
+    return Task.init(
+        project_name=PROJECT,
+        task_name=PIPELINE_NAME,
+        task_type=Task.TaskTypes.controller,
+        auto_connect_arg_parser=False,
+        auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False, "xgboost": True,
+                                 "detect_repository": True},
+        auto_resource_monitoring=False,
+        reuse_last_task_id=False,
+    )
 
 
 def _run(options: RunOptions, params: PipelineParameters) -> int:
     if options.mode == "offline":
-        _configure_offline()
+        _start_offline_controller()
         PipelineDecorator.debug_pipeline()
     else:
         check_server(queues=[options.queue] + ([options.controller_queue] if options.mode == "remote"

@@ -20,12 +20,12 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from steps.params import DEFAULTS as P
+
 #: Heavy-tailed features (incomes, per-household ratios, head counts): log1p before the polynomial.
 SKEWED_FEATURES: tuple[str, ...] = ("MedInc", "AveRooms", "AveBedrms", "Population", "AveOccup")
 #: Angles (degrees) of the rotated coordinate axes added for the tree models.
 ROTATION_ANGLES: tuple[int, ...] = (15, 30, 45, 60, 75)
-
-MODEL_KINDS: tuple[str, ...] = ("polynomial", "xgboost", "linear", "random_forest")
 
 
 class QuantileClipper(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -107,7 +107,9 @@ def _rotated_coordinates_names(transformer, input_features):
     return [*input_features, *(f"rot{a}" for a in ROTATION_ANGLES)]
 
 
-def build_polynomial(degree: int = 3, alpha: float = 1.0, clip_quantile: float = 0.01) -> Pipeline:
+def build_polynomial(
+    degree: int = P.poly_degree, alpha: float = P.poly_alpha, clip_quantile: float = P.poly_clip_quantile
+) -> Pipeline:
     """Polynomial regression robust to outliers, all of it learned on the training set only.
 
     impute (median) -> clip to training quantiles -> log1p of :data:`SKEWED_FEATURES` -> scale
@@ -144,7 +146,9 @@ def build_linear() -> Pipeline:
     return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LinearRegression())
 
 
-def build_random_forest(n_estimators: int = 200, random_state: int = 42, n_jobs: int = -1) -> Pipeline:
+def build_random_forest(
+    n_estimators: int = P.rf_n_estimators, random_state: int = P.random_state, n_jobs: int = P.n_jobs
+) -> Pipeline:
     """Random forest (:class:`~sklearn.ensemble.RandomForestRegressor`) on the features.
 
     :param n_estimators: number of trees, >= 1.
@@ -159,17 +163,16 @@ def build_random_forest(n_estimators: int = 200, random_state: int = 42, n_jobs:
 
 
 def build_xgboost(
-    n_estimators: int = 3000,
-    max_depth: int = 8,
-    learning_rate: float = 0.05,
-    subsample: float = 0.8,
-    colsample_bytree: float = 0.8,
-    min_child_weight: float = 1.0,
-    reg_lambda: float = 1.0,
-    early_stopping_rounds: int = 100,
-    device: str = "cpu",
-    n_jobs: int = -1,
-    random_state: int = 42,
+    n_estimators: int = P.xgb_n_estimators,
+    max_depth: int = P.xgb_max_depth,
+    learning_rate: float = P.xgb_learning_rate,
+    subsample: float = P.xgb_subsample,
+    colsample_bytree: float = P.xgb_colsample_bytree,
+    min_child_weight: float = P.xgb_min_child_weight,
+    early_stopping_rounds: int = P.xgb_early_stopping_rounds,
+    device: str = P.xgb_device,
+    n_jobs: int = P.n_jobs,
+    random_state: int = P.random_state,
 ) -> Pipeline:
     """XGBoost (:class:`xgboost.XGBRegressor`, ``tree_method="hist"``) on the features plus rotated coordinates.
 
@@ -187,7 +190,6 @@ def build_xgboost(
         subsample=subsample,
         colsample_bytree=colsample_bytree,
         min_child_weight=min_child_weight,
-        reg_lambda=reg_lambda,
         early_stopping_rounds=early_stopping_rounds if early_stopping_rounds > 0 else None,
         tree_method="hist",
         device=device,
@@ -204,7 +206,7 @@ def fit_xgboost(
     X_train: pd.DataFrame,
     y_train: pd.Series,
     validation_fraction: float = 0.1,
-    random_state: int = 42,
+    random_state: int = P.random_state,
 ) -> Pipeline:
     """Fit :func:`build_xgboost`'s pipeline with early stopping on a validation part of the train set.
 

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from steps.models import MODEL_KINDS
+#: The models the pipeline can train, in the order they are reported.
+MODEL_KINDS: tuple[str, ...] = ("polynomial", "xgboost", "linear", "random_forest")
 
 
 class ParameterError(ValueError):
@@ -36,7 +37,7 @@ class PipelineParameters:
     poly_alpha: float = _p(1.0, "ridge regularization of the polynomial regression, > 0")
     poly_clip_quantile: float = _p(0.01, "features clipped to [q, 1-q] training quantiles, q in [0, 0.5)")
     xgb_n_estimators: int = _p(3000, "XGBoost boosting rounds (upper bound with early stopping), >= 1")
-    xgb_max_depth: int = _p(8, "XGBoost tree depth, 1 to 20")
+    xgb_max_depth: int = _p(6, "XGBoost tree depth, 1 to 20")
     xgb_learning_rate: float = _p(0.05, "XGBoost learning rate (eta), in (0, 1]")
     xgb_subsample: float = _p(0.8, "XGBoost row subsample per tree, in (0, 1]")
     xgb_colsample_bytree: float = _p(0.8, "XGBoost feature subsample per tree, in (0, 1]")

@@ -1,0 +1,58 @@
+"""Shared fixtures: the one place the tests find the California Housing data.
+
+Order: the ``CAL_HOUSING_CSV`` environment variable; else ``../shared/data/cal_housing.csv``
+(from the project root, the StatLib layout); else scikit-learn's ``fetch_california_housing``
+(download and cache), written to a temporary CSV in scikit-learn's layout.
+
+Every test process gets its own ClearML cache folder, so offline sessions never land in $HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("CLEARML_CACHE_DIR", tempfile.mkdtemp(prefix="clearml-cache-tests-"))
+# A user's clearml.conf or CLEARML_* server settings must not reach the tests.
+for _var in ("CLEARML_API_HOST", "CLEARML_WEB_HOST", "CLEARML_FILES_HOST", "CLEARML_API_ACCESS_KEY",
+             "CLEARML_API_SECRET_KEY", "CLEARML_TASK_ID", "CLEARML_OFFLINE_MODE"):
+    os.environ.pop(_var, None)
+os.environ["CLEARML_CONFIG_FILE"] = str(Path(os.environ["CLEARML_CACHE_DIR"]) / "no-clearml.conf")
+
+SHARED_CSV = ROOT.parent / "shared" / "data" / "cal_housing.csv"
+
+
+@pytest.fixture(scope="session")
+def housing_csv(tmp_path_factory) -> Path:
+    """Path of a California Housing CSV (StatLib or scikit-learn layout)."""
+    if os.environ.get("CAL_HOUSING_CSV"):
+        return Path(os.environ["CAL_HOUSING_CSV"])
+    if SHARED_CSV.exists():
+        return SHARED_CSV
+    from sklearn.datasets import fetch_california_housing
+
+    path = tmp_path_factory.mktemp("data") / "california_housing.csv"
+    fetch_california_housing(as_frame=True).frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def housing(housing_csv):
+    """The validated data set: 20,640 rows x (8 features + MedHouseVal in $100k)."""
+    from steps.data import load_dataset
+
+    return load_dataset(str(housing_csv))
+
+
+@pytest.fixture(scope="session")
+def split42(housing):
+    """The default train/test split (test_size 0.2, random_state 42)."""
+    from steps.data import split_dataset
+
+    return split_dataset(housing, test_size=0.2, random_state=42)

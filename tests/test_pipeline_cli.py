@@ -1,0 +1,133 @@
+"""The whole pipeline through its command line, in the embedded default (ClearML offline mode)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from steps.params import DEFAULTS, flag_of, parameter_fields
+
+ROOT = Path(__file__).resolve().parent.parent
+PNGS = ["prediction_plot.png", "polynomial_error_distribution.png", "xgboost_error_distribution.png",
+        "model_comparison.png"]
+
+
+def run_cli(*args: str, cache: Path, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``clearml_pipeline.py`` with ``args`` in a fresh interpreter, offline sessions under ``cache``."""
+    env = dict(os.environ, CLEARML_CACHE_DIR=str(cache))
+    return subprocess.run([sys.executable, str(ROOT / "clearml_pipeline.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_session(stdout: str) -> tuple[dict, list[dict], zipfile.ZipFile]:
+    """The task, the events and the zip of the offline session a run printed."""
+    match = re.search(r"ClearML offline session: (\S+\.zip)", stdout)
+    assert match, stdout
+    archive = zipfile.ZipFile(match.group(1))
+    task = json.loads(archive.read("task.json"))
+    events = [e for line in archive.read("metrics.jsonl").decode().splitlines() if line for e in json.loads(line)]
+    return task, events, archive
+
+
+@pytest.fixture(scope="module")
+def default_run(housing_csv, tmp_path_factory):
+    """One pipeline run with the default parameters on the real data."""
+    tmp = tmp_path_factory.mktemp("run")
+    result = run_cli("--data", str(housing_csv), "--output-dir", str(tmp / "out"), cache=tmp / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, tmp / "out"
+
+
+def test_metrics_csv_meets_the_floors(default_run):
+    _, out = default_run
+    metrics = pd.read_csv(out / "metrics.csv").set_index("model")
+    assert list(metrics.columns[:3]) == ["r2", "rmse", "mae"]
+    assert list(metrics.index) == ["polynomial", "xgboost"]
+    assert metrics.loc["xgboost", "r2"] >= 0.85
+    assert metrics.loc["polynomial", "r2"] >= 0.74
+    assert 0.38 < metrics.loc["xgboost", "rmse"] < 0.46
+    assert (metrics["n_test"] == 4128).all()
+
+
+def test_pngs_are_real_images(default_run):
+    _, out = default_run
+    for name in PNGS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        image = imread(out / name)
+        assert image.shape[0] >= 300 and image.shape[1] >= 400 and image.std() > 0.01, name
+
+
+def test_models_are_saved(default_run):
+    import joblib
+    import xgboost
+
+    _, out = default_run
+    booster = xgboost.Booster()
+    booster.load_model(str(out / "models" / "xgboost.json"))
+    assert booster.num_features() == 13
+    poly = joblib.load(out / "models" / "polynomial.joblib")
+    assert poly.predict(pd.DataFrame([[8.3, 41, 7.0, 1.0, 322, 2.6, 37.9, -122.2]],
+                                     columns=poly.feature_names_in_))[0] > 3.0
+
+
+def test_offline_session_holds_scalars_plots_table_and_every_parameter(default_run):
+    result, out = default_run
+    task, events, archive = read_session(result.stdout)
+    assert task["type"] == "controller" and task["project_name"] == "California Housing"
+    args = task["hyperparams"]["Args"]
+    for f in parameter_fields():
+        assert f.name in args, f.name
+        assert args[f.name]["type"] == f.type, f.name
+    assert set(args) == {f.name for f in parameter_fields()}  # no stray command-line flags
+    assert args["test_size"]["value"] == "0.2" and args["random_state"]["value"] == "42"
+    metrics = pd.read_csv(out / "metrics.csv").set_index("model")
+    scalars = {(e["metric"], e["variant"]): e["value"] for e in events if e.get("type") == "training_stats_scalar"}
+    for model in ("polynomial", "xgboost"):
+        assert scalars[("R2", model)] == pytest.approx(metrics.loc[model, "r2"])
+        assert scalars[("RMSE", model)] == pytest.approx(metrics.loc[model, "rmse"])
+        assert scalars[("MAE", model)] == pytest.approx(metrics.loc[model, "mae"])
+    plots = {e["metric"] for e in events if e.get("type") == "plot"}
+    assert {"Metrics", "prediction_plot", "model_comparison", "polynomial_error_distribution",
+            "xgboost_error_distribution"} <= plots
+    artifacts = {a["key"]: a for a in task["execution"]["artifacts"]}
+    assert artifacts["model_xgboost"]["uri"].endswith("/xgboost.json")
+    assert artifacts["model_xgboost"]["content_size"] == (out / "models" / "xgboost.json").stat().st_size
+    assert float(dict(artifacts["model_polynomial"]["display_data"])["r2"]) == pytest.approx(metrics.loc["polynomial", "r2"])
+
+
+def test_console_says_where_results_are(default_run):
+    result, out = default_run
+    assert f"results: {out}" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_pipeline_signature_is_the_parameter_table():
+    import clearml_pipeline
+
+    # The decorator returns a (*args, **kwargs) wrapper; the pipeline function is in its closure.
+    function = inspect.getclosurevars(clearml_pipeline.tabular_regression_pipeline).nonlocals["func"]
+    signature = inspect.signature(function)
+    fields = {f.name: f for f in parameter_fields()}
+    assert list(signature.parameters) == list(fields)
+    for name, param in signature.parameters.items():
+        assert param.default == getattr(DEFAULTS, name)
+
+
+def test_help_lists_every_option_with_its_default(tmp_path):
+    result = run_cli("--help", cache=tmp_path)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for f in parameter_fields():
+        assert flag_of(f) in text, f.name
+    assert "--mode" in text and "--queue" in text and "--no-cache" in text
+    assert "(default: 0.2)" in text and "(default: polynomial,xgboost)" in text
