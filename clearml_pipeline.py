@@ -119,10 +119,19 @@ def _validated(values: dict) -> PipelineParameters:
 # ClearML records every argparse result parsed after `import clearml` and copies it into the
 # task's Args, where --mode/--queue would sit beside the pipeline parameters and be replayed by a
 # re-run from the web UI. So the command line is parsed before ClearML is imported.
-RUN, CLI_PARAMS, CLI_ERROR = RunOptions(), None, None
-if __name__ == "__main__" and sys.argv[1:2] != ["import-offline"] and not os.environ.get("CLEARML_TASK_ID"):
+COMMAND, RUN, CLI_PARAMS, CLI_ERROR = "run", RunOptions(), None, None
+if os.environ.get("CLEARML_TASK_ID") and not os.environ.get("CLEARML_SIMULATE_REMOTE_TASK"):
+    RUN = RunOptions(mode="remote")  # the controller, started by a ClearML agent
+elif __name__ == "__main__" and sys.argv[1:2] == ["import-offline"]:
+    COMMAND = "import-offline"
+elif __name__ == "__main__":
+    _argv = sys.argv[1:]
+    if _argv[:1] == ["step-code"]:
+        COMMAND, _argv = "step-code", _argv[2:]
+        # the throw-away offline task that generates the code stays out of the user's cache
+        os.environ["CLEARML_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="clearml-step-code-")
     try:
-        RUN, CLI_PARAMS = parse_command_line(sys.argv[1:])
+        RUN, CLI_PARAMS = parse_command_line(_argv)
     except UsageError as _exc:
         CLI_ERROR = str(_exc)
 
@@ -228,6 +237,8 @@ def train_random_forest(X_train, y_train, n_estimators: int = 200, n_jobs: int =
     name="evaluate", return_values=["metrics"], task_type="qc",
     packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST, _MATPLOTLIB, _JOBLIB], repo=_STEP_REPO,
     monitor_metrics=_METRIC_SERIES, monitor_models=["*"],
+    # figures and models are reported once, explicitly; not again by ClearML's auto-logging
+    auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False},
 )
 def evaluate(
     X_test,
@@ -544,12 +555,41 @@ def _import_offline(argv: list[str]) -> int:
     return 0
 
 
+def _write_step_code(folder: str) -> int:
+    """``step-code DIR``: write the standalone script ClearML generates for each step, as agents get it.
+
+    Builds the pipeline's step definitions exactly as a server run does (the decorator's own
+    code generation, with the ``--mode`` given: ``remote`` attaches this repository), in a
+    throw-away offline task, then writes ``DIR/<step>.py`` (the script) and ``DIR/<step>.json``
+    (entry point, repository, requirements, parameters).
+    """
+    import json
+    import shutil
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    _start_offline_controller()
+    PipelineDecorator.run_locally()  # generate the step tasks' code, as for a server run
+    task = Task.current_task()
+    PipelineDecorator(name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION, skip_global_imports=True,
+                      repo=_STEP_REPO)
+    definitions = task.get_configuration_objects()
+    for step in STEP_NAMES:
+        definition = json.loads(definitions[step])
+        (out / f"{step}.py").write_text(definition["script"]["diff"])
+        (out / f"{step}.json").write_text(json.dumps(definition, indent=1))
+    task.close()
+    shutil.rmtree(os.environ["CLEARML_CACHE_DIR"], ignore_errors=True)
+    print(f"wrote the code of {len(STEP_NAMES)} steps to {out}")
+    return 0
+
+
 def main() -> int:
     """Command-line entry point; returns the exit code (0 ok, 1 failed run, 2 bad input, 130 interrupted)."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends a run like Ctrl-C
-    if sys.argv[1:2] == ["import-offline"]:
+    if COMMAND == "import-offline":
         return _import_offline(sys.argv[2:])
     if os.environ.get("CLEARML_TASK_ID"):
         # The controller, started by a ClearML agent: the Args come from the task (as edited in the UI).
@@ -558,6 +598,11 @@ def main() -> int:
     if CLI_ERROR:
         print(f"error: {CLI_ERROR}", file=sys.stderr)
         return 2
+    if COMMAND == "step-code":
+        if len(sys.argv) < 3 or sys.argv[2].startswith("-"):
+            print("error: usage: python clearml_pipeline.py step-code DIR [--mode remote]", file=sys.stderr)
+            return 2
+        return _write_step_code(sys.argv[2])
     try:
         return _run(RUN, CLI_PARAMS)
     except ServerError as exc:
