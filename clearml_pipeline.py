@@ -313,7 +313,7 @@ def evaluate(
 @PipelineDecorator.pipeline(
     name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION, return_value="metrics",
     pipeline_execution_queue=None if RUN.controller_queue == "local" else RUN.controller_queue,
-    skip_global_imports=True, repo=_STEP_REPO,
+    skip_global_imports=True,
 )
 def tabular_regression_pipeline(
     data_path: str = DEFAULTS.data_path,
@@ -571,8 +571,7 @@ def _write_step_code(folder: str) -> int:
     _start_offline_controller()
     PipelineDecorator.run_locally()  # generate the step tasks' code, as for a server run
     task = Task.current_task()
-    PipelineDecorator(name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION, skip_global_imports=True,
-                      repo=_STEP_REPO)
+    PipelineDecorator(name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION, skip_global_imports=True)
     definitions = task.get_configuration_objects()
     for step in STEP_NAMES:
         definition = json.loads(definitions[step])
