@@ -149,7 +149,7 @@ _METRIC_SERIES = [(metric, model) for metric in ("R2", "RMSE", "MAE") for model 
 
 @PipelineDecorator.component(
     name="load", return_values=["dataset"], cache=RUN.cache, task_type="data_processing",
-    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
 )
 def load(data_path: str = ""):
     """Load and validate the data (see :func:`steps.data.load_dataset`): n x 9 DataFrame, target in $100k."""
@@ -160,7 +160,7 @@ def load(data_path: str = ""):
 
 @PipelineDecorator.component(
     name="split", return_values=["X_train", "X_test", "y_train", "y_test"], cache=RUN.cache,
-    task_type="data_processing", packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+    task_type="data_processing", packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
 )
 def split(dataset, test_size: float = 0.2, random_state: int = 42):
     """Train/test split (see :func:`steps.data.split_dataset`)."""
@@ -171,7 +171,7 @@ def split(dataset, test_size: float = 0.2, random_state: int = 42):
 
 @PipelineDecorator.component(
     name="train_polynomial", return_values=["model"], task_type="training",
-    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
 )
 def train_polynomial(X_train, y_train, degree: int = 3, alpha: float = 1.0, clip_quantile: float = 0.01):
     """Fit :func:`steps.models.build_polynomial` on the train set."""
@@ -182,7 +182,7 @@ def train_polynomial(X_train, y_train, degree: int = 3, alpha: float = 1.0, clip
 
 @PipelineDecorator.component(
     name="train_xgboost", return_values=["model"], task_type="training",
-    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST], repo=_STEP_REPO,
+    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST], repo=_STEP_REPO, working_dir=".",
 )
 def train_xgboost(
     X_train,
@@ -211,7 +211,7 @@ def train_xgboost(
 
 @PipelineDecorator.component(
     name="train_linear", return_values=["model"], task_type="training",
-    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
 )
 def train_linear(X_train, y_train):
     """Fit :func:`steps.models.build_linear` (the least-squares baseline)."""
@@ -222,7 +222,7 @@ def train_linear(X_train, y_train):
 
 @PipelineDecorator.component(
     name="train_random_forest", return_values=["model"], task_type="training",
-    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO,
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
 )
 def train_random_forest(X_train, y_train, n_estimators: int = 200, n_jobs: int = -1, random_state: int = 42):
     """Fit :func:`steps.models.build_random_forest`."""
@@ -235,7 +235,7 @@ def train_random_forest(X_train, y_train, n_estimators: int = 200, n_jobs: int =
 
 @PipelineDecorator.component(
     name="evaluate", return_values=["metrics"], task_type="qc",
-    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST, _MATPLOTLIB, _JOBLIB], repo=_STEP_REPO,
+    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST, _MATPLOTLIB, _JOBLIB], repo=_STEP_REPO, working_dir=".",
     monitor_metrics=_METRIC_SERIES, monitor_models=["*"],
     # figures and models are reported once, explicitly; not again by ClearML's auto-logging
     auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False},
