@@ -116,10 +116,40 @@ def _validated(values: dict) -> PipelineParameters:
     return dataclasses.replace(params, output_dir=str(Path(output_dir).expanduser().absolute()))
 
 
+def step_repository(root: Path = PROJECT_ROOT) -> tuple[str, str]:
+    """The git remote URL and commit from which ClearML agents get this project's code (remote mode).
+
+    ClearML does not give a step its controller's repository (clearml issue #1370), so each
+    component names it. The URL and the commit are read here, explicitly: the SDK's own
+    conversion of a local checkout fails for function steps in clearml 2.1.12.
+
+    :raises UsageError: git is missing, ``root`` is not a git checkout, or it has no ``origin`` remote.
+    """
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        url, commit = git("remote", "get-url", "origin"), git("rev-parse", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        raise UsageError(
+            f"--mode remote: agents clone this project with git, but {root} is not a git checkout with an "
+            "'origin' remote and a commit; push it to a repository the agents can reach "
+            "(git remote add origin URL && git push) and run from that checkout"
+        ) from None
+    if git("status", "--porcelain", "--untracked-files=no"):
+        print(f"warning: {root} has uncommitted changes; agents run commit {commit[:12]} without them",
+              file=sys.stderr)
+    return url, commit
+
+
 # ClearML records every argparse result parsed after `import clearml` and copies it into the
 # task's Args, where --mode/--queue would sit beside the pipeline parameters and be replayed by a
 # re-run from the web UI. So the command line is parsed before ClearML is imported.
 COMMAND, RUN, CLI_PARAMS, CLI_ERROR = "run", RunOptions(), None, None
+STEP_REPOSITORY: tuple[Optional[str], Optional[str]] = (None, None)
 if os.environ.get("CLEARML_TASK_ID") and not os.environ.get("CLEARML_SIMULATE_REMOTE_TASK"):
     RUN = RunOptions(mode="remote")  # the controller, started by a ClearML agent
 elif __name__ == "__main__" and sys.argv[1:2] == ["import-offline"]:
@@ -132,6 +162,7 @@ elif __name__ == "__main__":
         os.environ["CLEARML_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="clearml-step-code-")
     try:
         RUN, CLI_PARAMS = parse_command_line(_argv)
+        STEP_REPOSITORY = step_repository() if RUN.mode == "remote" else STEP_REPOSITORY
     except UsageError as _exc:
         CLI_ERROR = str(_exc)
 
@@ -142,14 +173,14 @@ _NUMPY, _PANDAS, _SKLEARN = "numpy>=1.26,<3", "pandas>=2.2,<4", "scikit-learn>=1
 _XGBOOST, _MATPLOTLIB, _JOBLIB = "xgboost>=2.1,<4", "matplotlib>=3.8,<4", "joblib>=1.3"
 # Agents get the code of `steps/` from this repository at its current commit (remote mode only:
 # locally the steps import it from the working copy).
-_STEP_REPO: Optional[str] = str(PROJECT_ROOT) if RUN.mode == "remote" else None
+_STEP_REPO, _STEP_COMMIT = STEP_REPOSITORY
 _METRIC_SERIES = [(metric, model) for metric in ("R2", "RMSE", "MAE") for model in
                   ("polynomial", "xgboost", "linear", "random_forest")]
 
 
 @PipelineDecorator.component(
     name="load", return_values=["dataset"], cache=RUN.cache, task_type="data_processing",
-    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, repo_commit=_STEP_COMMIT, working_dir=".",
 )
 def load(data_path: str = ""):
     """Load and validate the data (see :func:`steps.data.load_dataset`): n x 9 DataFrame, target in $100k."""
@@ -160,7 +191,7 @@ def load(data_path: str = ""):
 
 @PipelineDecorator.component(
     name="split", return_values=["X_train", "X_test", "y_train", "y_test"], cache=RUN.cache,
-    task_type="data_processing", packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
+    task_type="data_processing", packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, repo_commit=_STEP_COMMIT, working_dir=".",
 )
 def split(dataset, test_size: float = 0.2, random_state: int = 42):
     """Train/test split (see :func:`steps.data.split_dataset`)."""
@@ -171,7 +202,7 @@ def split(dataset, test_size: float = 0.2, random_state: int = 42):
 
 @PipelineDecorator.component(
     name="train_polynomial", return_values=["model"], task_type="training",
-    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, repo_commit=_STEP_COMMIT, working_dir=".",
 )
 def train_polynomial(X_train, y_train, degree: int = 3, alpha: float = 1.0, clip_quantile: float = 0.01):
     """Fit :func:`steps.models.build_polynomial` on the train set."""
@@ -182,7 +213,7 @@ def train_polynomial(X_train, y_train, degree: int = 3, alpha: float = 1.0, clip
 
 @PipelineDecorator.component(
     name="train_xgboost", return_values=["model"], task_type="training",
-    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST], repo=_STEP_REPO, working_dir=".",
+    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST], repo=_STEP_REPO, repo_commit=_STEP_COMMIT, working_dir=".",
 )
 def train_xgboost(
     X_train,
@@ -211,7 +242,7 @@ def train_xgboost(
 
 @PipelineDecorator.component(
     name="train_linear", return_values=["model"], task_type="training",
-    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, repo_commit=_STEP_COMMIT, working_dir=".",
 )
 def train_linear(X_train, y_train):
     """Fit :func:`steps.models.build_linear` (the least-squares baseline)."""
@@ -222,7 +253,7 @@ def train_linear(X_train, y_train):
 
 @PipelineDecorator.component(
     name="train_random_forest", return_values=["model"], task_type="training",
-    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, working_dir=".",
+    packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, repo_commit=_STEP_COMMIT, working_dir=".",
 )
 def train_random_forest(X_train, y_train, n_estimators: int = 200, n_jobs: int = -1, random_state: int = 42):
     """Fit :func:`steps.models.build_random_forest`."""
@@ -235,7 +266,7 @@ def train_random_forest(X_train, y_train, n_estimators: int = 200, n_jobs: int =
 
 @PipelineDecorator.component(
     name="evaluate", return_values=["metrics"], task_type="qc",
-    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST, _MATPLOTLIB, _JOBLIB], repo=_STEP_REPO, working_dir=".",
+    packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST, _MATPLOTLIB, _JOBLIB], repo=_STEP_REPO, repo_commit=_STEP_COMMIT, working_dir=".",
     monitor_metrics=_METRIC_SERIES, monitor_models=["*"],
     # figures and models are reported once, explicitly; not again by ClearML's auto-logging
     auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False},
