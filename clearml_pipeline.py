@@ -125,6 +125,7 @@ def step_repository(root: Path = PROJECT_ROOT) -> tuple[str, str]:
 
     :raises UsageError: git is missing, ``root`` is not a git checkout, or it has no ``origin`` remote.
     """
+    import re
     import subprocess
 
     def git(*args: str) -> str:
@@ -139,6 +140,11 @@ def step_repository(root: Path = PROJECT_ROOT) -> tuple[str, str]:
             "'origin' remote and a commit; push it to a repository the agents can reach "
             "(git remote add origin URL && git push) and run from that checkout"
         ) from None
+    if "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url):
+        raise UsageError(
+            f"--mode remote: the git remote 'origin' of {root} is a local path ({url}); agents need a URL "
+            "they can clone (https://... or git@host:...): git remote set-url origin URL"
+        )
     if git("status", "--porcelain", "--untracked-files=no"):
         print(f"warning: {root} has uncommitted changes; agents run commit {commit[:12]} without them",
               file=sys.stderr)
@@ -486,20 +492,29 @@ def _failed_step(exc: BaseException) -> Optional[str]:
     return step
 
 
-def _start_offline_controller() -> Task:
-    """Start the controller task of an offline run (ClearML offline mode), set up never to sit idle.
+def _configure_sdk() -> None:
+    """Make ClearML write reports from a thread of this process, not a forked subprocess.
 
-    * Reports are written by a thread of this process, not a forked subprocess
-      (``sdk.development.report_use_subprocess``): the fork-with-threads subprocess can deadlock
-      at exit, and a run that reports a few dozen events gains nothing from it.
-    * The task is created here rather than by the pipeline decorator so that argparse, joblib
-      and matplotlib are not auto-connected: the command line is not a pipeline parameter, and
-      models and figures are reported once, explicitly, by the evaluate step. XGBoost stays
-      connected, for its training curve. The decorator then adopts this task as its controller.
+    ``sdk.development.report_use_subprocess`` defaults to true on Linux; its fork-with-threads
+    subprocess can deadlock at exit (seen offline: runs stuck for minutes in
+    ``BackgroundMonitor.wait_for_sub_process``), and a run reporting a few dozen events gains
+    nothing from it. Set through the SDK's own configuration overrides, on top of clearml.conf.
     """
     from clearml.config import config_obj
 
     config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
+
+
+def _start_offline_controller() -> Task:
+    """Start the controller task of an offline run (ClearML offline mode).
+
+    The task is created here rather than by the pipeline decorator so that argparse, joblib,
+    scikit-learn and matplotlib are not auto-connected: the command line is not a pipeline
+    parameter, and models and figures are reported once, explicitly, by the evaluate step.
+    XGBoost stays connected, for its training curve. The decorator then adopts this task as its
+    controller (it uses ``Task.current_task()`` when there is one).
+    """
+    _configure_sdk()
     Task.set_offline(offline_mode=True)
     return Task.init(
         project_name=PROJECT,
@@ -520,6 +535,7 @@ def _run(options: RunOptions, params: PipelineParameters) -> int:
     else:
         check_server(queues=[options.queue] + ([options.controller_queue] if options.mode == "remote"
                                                and options.controller_queue != "local" else []))
+        _configure_sdk()
         if options.mode == "local":
             PipelineDecorator.run_locally()
         else:
@@ -592,7 +608,8 @@ def _write_step_code(folder: str) -> int:
     Builds the pipeline's step definitions exactly as a server run does (the decorator's own
     code generation, with the ``--mode`` given: ``remote`` attaches this repository), in a
     throw-away offline task, then writes ``DIR/<step>.py`` (the script) and ``DIR/<step>.json``
-    (entry point, repository, requirements, parameters).
+    (entry point, repository, requirements, parameters), and ``DIR/pipeline.json`` (the DAG:
+    parents, queues, caching of every step).
     """
     import json
     import shutil
@@ -602,7 +619,12 @@ def _write_step_code(folder: str) -> int:
     _start_offline_controller()
     PipelineDecorator.run_locally()  # generate the step tasks' code, as for a server run
     task = Task.current_task()
-    PipelineDecorator(name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION, skip_global_imports=True)
+    pipeline = PipelineDecorator(name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION,
+                                 skip_global_imports=True)
+    dag = {name: {"cache": node.cache_executed_step, "queue": node.queue, "parents": node.parents,
+                  "monitor_metrics": node.monitor_metrics, "monitor_models": node.monitor_models}
+           for name, node in pipeline.get_pipeline_dag().items()}
+    (out / "pipeline.json").write_text(json.dumps(dag, indent=1))
     definitions = task.get_configuration_objects()
     for step in STEP_NAMES:
         definition = json.loads(definitions[step])
