@@ -88,11 +88,11 @@ def parse_command_line(argv: list[str]) -> tuple[RunOptions, PipelineParameters]
         raise UsageError(f"unknown --mode {args.mode!r}; choose one of {', '.join(MODES)}")
     options = RunOptions(args.mode, args.queue, args.controller_queue, not args.no_cache)
     values = {f.name: getattr(args, f.name) for f in parameter_fields()}
-    params = _validated(values)
+    params = _validated(values, check_data=options.mode != "remote")
     return options, params
 
 
-def _validated(values: dict) -> PipelineParameters:
+def _validated(values: dict, check_data: bool = True) -> PipelineParameters:
     from steps.evaluation import check_output_dir, new_run_dir
     from steps.params import ParameterError
 
@@ -100,7 +100,7 @@ def _validated(values: dict) -> PipelineParameters:
         params = PipelineParameters(**values).validate()
     except ParameterError as exc:
         raise UsageError(str(exc)) from None
-    if params.data_path:
+    if params.data_path and check_data:  # remote: the path is read on the agents' machines
         from steps.data import DataError, _read_header, _check_columns
 
         try:  # fail on a bad path or header now, before ClearML starts
