@@ -384,7 +384,7 @@ def tabular_regression_pipeline(
     # debug_pipeline() (offline mode) does not record the pipeline arguments; connecting them
     # here records them, with their types, in every mode (idempotent when already recorded).
     controller.connect(args, name="Args")
-    p = PipelineParameters(**args).validate()
+    p = PipelineParameters.from_mapping(args).validate()  # UI-edited values may come back as strings
 
     dataset = load(p.data_path)
     X_train, X_test, y_train, y_test = split(dataset, test_size=p.test_size, random_state=p.random_state)

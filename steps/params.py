@@ -47,6 +47,34 @@ class PipelineParameters:
     rf_n_estimators: int = _p(200, "random forest trees, >= 1")
     n_jobs: int = _p(-1, "CPU threads for XGBoost and the random forest, -1 = all cores")
 
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "PipelineParameters":
+        """Build from ``{name: value}``, casting each value to its field's type.
+
+        Values edited in the ClearML web UI may arrive as strings ("0.3"); they are cast to the
+        field's type (float 0.3) here, so a run never computes with strings.
+
+        :raises ParameterError: an unknown name, or a value that is not of its type (e.g. "abc" for an int).
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        cast = {}
+        for name, value in values.items():
+            kind = {"str": str, "int": int, "float": float}[fields[name].type]
+            if isinstance(value, kind) and not isinstance(value, bool):
+                cast[name] = value
+                continue
+            try:
+                if kind is int and isinstance(value, float) and value.is_integer():
+                    cast[name] = int(value)
+                else:
+                    cast[name] = kind(value) if kind is not int else int(str(value).strip())
+            except (TypeError, ValueError):
+                raise ParameterError(f"{name} must be a {fields[name].type}, got {value!r}") from None
+        return cls(**cast)
+
     def model_list(self) -> list[str]:
         """The names in :attr:`models`, in the order given."""
         return [m.strip() for m in self.models.split(",") if m.strip()]
