@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -514,9 +515,13 @@ def _start_offline_controller() -> Task:
     XGBoost stays connected, for its training curve. The decorator then adopts this task as its
     controller (it uses ``Task.current_task()`` when there is one).
     """
+    import logging
+
     _configure_sdk()
     Task.set_offline(offline_mode=True)
-    return Task.init(
+    # A checkout without a git remote is normal for a laptop run; the session records the code anyway.
+    logging.getLogger("clearml.Repository Detection").setLevel(logging.ERROR)
+    task = Task.init(
         project_name=PROJECT,
         task_name=PIPELINE_NAME,
         task_type=Task.TaskTypes.controller,
@@ -526,6 +531,12 @@ def _start_offline_controller() -> Task:
         auto_resource_monitoring=False,
         reuse_last_task_id=False,
     )
+    # Ctrl-C and SIGTERM raise KeyboardInterrupt at once, so the run can record "interrupted" in
+    # the session and close it itself (ClearML's own handlers, installed by Task.init, would close
+    # the session first and leave the interruption unrecorded).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return task
 
 
 def _run(options: RunOptions, params: PipelineParameters) -> int:
@@ -566,7 +577,11 @@ def _fail(exc: BaseException) -> int:
     task = _RESULT.get("task")
     if task is not None and PipelineDecorator._debug_execute_step_function:
         try:
-            task.get_logger().report_text("".join(traceback.format_exception(exc)), print_console=False)
+            # An offline session has no status of its own (an import marks it completed): the
+            # outcome is kept as a tag, the reason and traceback in the task's log.
+            task.add_tags(["interrupted" if interrupted else "failed"])
+            task.get_logger().report_text(message + "\n" + "".join(traceback.format_exception(exc)),
+                                          print_console=False)
             if interrupted:
                 task.mark_stopped(force=True, status_message="interrupted")
             else:
@@ -638,8 +653,6 @@ def _write_step_code(folder: str) -> int:
 
 def main() -> int:
     """Command-line entry point; returns the exit code (0 ok, 1 failed run, 2 bad input, 130 interrupted)."""
-    import signal
-
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends a run like Ctrl-C
     if COMMAND == "import-offline":
         return _import_offline(sys.argv[2:])
