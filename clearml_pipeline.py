@@ -52,9 +52,16 @@ class RunOptions:
     cache: bool = True
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (``UsageError``) instead of a usage block."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message}; see --help")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one flag per pipeline parameter (defaults shown) plus the run options."""
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="clearml_pipeline.py",
         description="Train and compare regressors on California Housing as a ClearML pipeline.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -102,10 +109,10 @@ def _validated(values: dict, check_data: bool = True) -> PipelineParameters:
     except ParameterError as exc:
         raise UsageError(str(exc)) from None
     if params.data_path and check_data:  # remote: the path is read on the agents' machines
-        from steps.data import DataError, _read_header, _check_columns
+        from steps.data import DataError, check_csv
 
-        try:  # fail on a bad path or header now, before ClearML starts
-            _check_columns(Path(params.data_path), _read_header(Path(params.data_path))[0])
+        try:  # fail on a bad path, header or row count now, before ClearML starts
+            check_csv(params.data_path, params.test_size)
         except DataError as exc:
             raise UsageError(str(exc)) from None
         params = dataclasses.replace(params, data_path=str(Path(params.data_path).expanduser().absolute()))
@@ -172,6 +179,9 @@ elif __name__ == "__main__":
         STEP_REPOSITORY = step_repository() if RUN.mode == "remote" else STEP_REPOSITORY
     except UsageError as _exc:
         CLI_ERROR = str(_exc)
+    if CLI_ERROR:  # answer bad input at once, without loading ClearML
+        print(f"error: {CLI_ERROR}", file=sys.stderr)
+        sys.exit(2)
 
 from clearml import PipelineDecorator, Task  # noqa: E402
 
@@ -566,7 +576,11 @@ def _run(options: RunOptions, params: PipelineParameters) -> int:
 
 
 def _fail(exc: BaseException) -> int:
-    """Report a failed or interrupted run in one line, mark the ClearML task, return the exit code."""
+    """Report a failed or interrupted run in one line, mark the ClearML task, return the exit code.
+
+    Exit codes: 2 for bad input found by a step (``DataError``, ``ParameterError``, ``OutputError``,
+    all ``ValueError``), 1 for any other failure, 130 when interrupted.
+    """
     import traceback
 
     interrupted = isinstance(exc, KeyboardInterrupt)
@@ -590,7 +604,7 @@ def _fail(exc: BaseException) -> int:
         except Exception:  # the one-line answer matters more than the record
             pass
     print(f"error: {message}", file=sys.stderr)
-    return 130 if interrupted else 1
+    return 130 if interrupted else 2 if isinstance(exc, ValueError) else 1
 
 
 def _import_offline(argv: list[str]) -> int:
@@ -651,8 +665,21 @@ def _write_step_code(folder: str) -> int:
     return 0
 
 
+def _log_steps_to_stderr() -> None:
+    """Show the steps' warnings and progress lines (``steps.*`` loggers, INFO and up) on stderr, one line each."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("steps")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main() -> int:
     """Command-line entry point; returns the exit code (0 ok, 1 failed run, 2 bad input, 130 interrupted)."""
+    _log_steps_to_stderr()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends a run like Ctrl-C
     if COMMAND == "import-offline":
         return _import_offline(sys.argv[2:])

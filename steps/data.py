@@ -14,8 +14,10 @@ import csv
 import logging
 import math
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -53,8 +55,10 @@ STATLIB_COUNTS: tuple[str, ...] = ("total_rooms", "total_bedrooms", "population"
 #: Smallest train and test sets the pipeline accepts (XGBoost also holds out part of the train set).
 MIN_TRAIN_ROWS = 20
 MIN_TEST_ROWS = 5
-#: Rows read per chunk; a progress line is logged per chunk for files larger than this.
+#: Rows read per chunk (memory stays close to the size of the result).
 CHUNK_ROWS = 500_000
+#: Files larger than this many bytes get a progress line per chunk read.
+PROGRESS_BYTES = 50 * 2**20
 
 _DELIMITERS = ",;\t|"
 
@@ -115,6 +119,12 @@ def _read_header(path: Path) -> tuple[list[str], str]:
 
 def _check_columns(path: Path, columns: list[str]) -> tuple[str, list[str]]:
     """Decide the layout ('sklearn' or 'statlib') from the header; return it and the ignored extras."""
+    if columns and all(_is_number(c) for c in columns):
+        raise DataError(
+            f"{path}: the first line holds numbers, not column names, so the CSV has no header row; add "
+            f"the header line {','.join(STATLIB_COLUMNS)} (StatLib's cal_housing.data has none) or "
+            f"{','.join((*FEATURES, TARGET))} as the first line"
+        )
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if duplicated:
         raise DataError(f"{path}: duplicated column(s) {', '.join(duplicated)}; keep one column of each name")
@@ -134,6 +144,14 @@ def _check_columns(path: Path, columns: list[str]) -> tuple[str, list[str]]:
     return layout, extra
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _to_numeric(path: Path, chunk: pd.DataFrame, first_row: int) -> pd.DataFrame:
     """Convert every column to float64; raise naming the first non-numeric cell (1-based data row)."""
     out = {}
@@ -146,6 +164,12 @@ def _to_numeric(path: Path, chunk: pd.DataFrame, first_row: int) -> pd.DataFrame
         bad = numeric.isna() & values.notna() & (values.astype(str).str.strip() != "")
         if bad.any():
             pos = int(np.flatnonzero(bad.to_numpy())[0])
+            value = str(values.iloc[pos]).strip()
+            if re.fullmatch(r"[-+]?\d*,\d+", value):
+                raise DataError(
+                    f"{path}: column {col} has {value!r} in data row {first_row + pos + 1}, a number with a "
+                    "decimal comma; save the CSV with '.' as the decimal separator"
+                )
             raise DataError(
                 f"{path}: column {col} has a non-numeric value {str(values.iloc[pos])!r} in data row "
                 f"{first_row + pos + 1}; fix or remove that row (every column must be numeric)"
@@ -163,9 +187,10 @@ def statlib_to_sklearn(raw: pd.DataFrame) -> pd.DataFrame:
 
     :param raw: DataFrame with (at least) the :data:`STATLIB_COLUMNS`, n rows.
     :returns: DataFrame of n rows and the columns :data:`FEATURES` + ``MedHouseVal`` ($100k).
-        A district with 0 households gets NaN for its three ratios (no division by zero).
+        A district with 0 (or an infinite or missing number of) households gets NaN for its three
+        ratios (no division by zero).
     """
-    households = raw["households"].where(raw["households"] != 0)
+    households = raw["households"].where((raw["households"] != 0) & np.isfinite(raw["households"]))
     return pd.DataFrame(
         {
             "MedInc": raw["median_income"],
@@ -193,14 +218,13 @@ def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str],
     :returns: DataFrame of n rows x (8 features + ``MedHouseVal`` in $100k), float64, not yet
         validated (see :func:`validate_dataset`).
     :raises DataError: the file is missing, a folder, unreadable, empty, not a CSV table (binary,
-        zip, gzip, HTML), has only a header, lacks, duplicates or renames a needed column, has a
-        non-numeric cell or a negative count.
+        zip, gzip, HTML), has no header row or only a header, lacks, duplicates or renames a needed
+        column, has a non-numeric cell (or a decimal comma) or a negative count. Warnings (extra
+        columns, districts with 0 households) are logged only once the file has been read without error.
     """
     path = Path(path)
     columns, delimiter = _read_header(path)
     layout, extra = _check_columns(path, columns)
-    if extra:
-        log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
     usecols = list((*FEATURES, TARGET) if layout == "sklearn" else STATLIB_COLUMNS)
     report = progress or log.info
     size = path.stat().st_size
@@ -221,7 +245,7 @@ def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str],
             chunk.columns = [c.strip().strip('"').strip("'") for c in chunk.columns]
             chunks.append(_to_numeric(path, chunk, rows))
             rows += len(chunk)
-            if size > 50 * 1024 * 1024:
+            if size > PROGRESS_BYTES:
                 report(f"read {rows:,} rows of {path.name} ({size / 2**20:,.0f} MiB)")
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, DataError):
@@ -232,7 +256,11 @@ def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str],
         raise DataError(f"{path} has a header but no data rows; pass a CSV with data rows")
     raw = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0].reset_index(drop=True)
     if layout == "sklearn":
+        _warn_extra(path, extra)
         return raw[list((*FEATURES, TARGET))]
+    # An infinite count is as unknown as a missing one (an infinite household count would
+    # otherwise turn the ratios into 0); validate_dataset then imputes or drops it.
+    raw = raw.replace([np.inf, -np.inf], np.nan)
     for col in STATLIB_COUNTS:
         negative = raw[col] < 0
         if negative.any():
@@ -241,6 +269,7 @@ def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str],
                 f"{path}: column {col} has {int(negative.sum())} negative value(s) (first in data row {row}); "
                 "counts cannot be negative, fix or remove those rows"
             )
+    _warn_extra(path, extra)
     zero = int((raw["households"] == 0).sum())
     if zero:
         log.warning(
@@ -250,6 +279,11 @@ def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str],
             zero,
         )
     return statlib_to_sklearn(raw)
+
+
+def _warn_extra(path: Path, extra: list[str]) -> None:
+    if extra:
+        log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
 
 
 def fetch_sklearn_dataset() -> pd.DataFrame:
@@ -276,29 +310,42 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     Rules: exactly the 8 :data:`FEATURES` and the target, all float64; infinite values count as
     missing; rows whose target is missing are dropped with a warning (a model cannot learn from
     them); missing feature values are kept and imputed with the training median inside each model,
-    with a warning giving their count; a constant feature is kept with a warning; a constant target
-    and too few rows are refused.
+    with a warning giving their count; a constant feature is kept with a warning; a feature with no
+    value at all, a constant target and too few rows are refused. Every check that can refuse the
+    data runs before any warning is logged, so a refused data set gives exactly one message.
 
     :param frame: DataFrame of n rows x (features + ``MedHouseVal`` in $100k).
     :returns: DataFrame of m <= n rows, same columns, float64, fresh 0..m-1 index.
-    :raises DataError: a column is missing, fewer than ``MIN_TRAIN_ROWS + MIN_TEST_ROWS`` usable
-        rows remain, or the target is constant.
+    :raises DataError: a column is missing or has no value, fewer than ``MIN_TRAIN_ROWS +
+        MIN_TEST_ROWS`` usable rows remain, or the target is constant.
     """
     missing = [c for c in (*FEATURES, TARGET) if c not in frame.columns]
     if missing:
         raise DataError(f"the data has no column(s) {', '.join(missing)}; pass a California Housing CSV")
     data = frame[list((*FEATURES, TARGET))].astype("float64").replace([np.inf, -np.inf], np.nan)
     bad_target = data[TARGET].isna()
-    if bad_target.any():
-        log.warning("dropping %d row(s) whose target %s is missing or infinite", int(bad_target.sum()), TARGET)
-        data = data.loc[~bad_target]
-    data = data.reset_index(drop=True)
+    dropped = int(bad_target.sum())
+    data = data.loc[~bad_target].reset_index(drop=True)
     minimum = MIN_TRAIN_ROWS + MIN_TEST_ROWS
     if len(data) < minimum:
+        why = f" ({dropped} more dropped: target {TARGET} missing or infinite)" if dropped else ""
         raise DataError(
-            f"only {len(data)} usable row(s); the pipeline needs at least {minimum} rows "
-            f"({MIN_TRAIN_ROWS} to train, {MIN_TEST_ROWS} to test)"
+            f"only {len(data)} usable row(s){why}; the pipeline needs at least {minimum} rows "
+            f"({MIN_TRAIN_ROWS} to train, {MIN_TEST_ROWS} to test), pass a CSV with more data rows"
         )
+    empty = [c for c in FEATURES if data[c].isna().all()]
+    if empty:
+        raise DataError(
+            f"feature(s) {', '.join(empty)} have no value in any row (all missing or infinite); "
+            "fill in the column, or check the columns it is computed from"
+        )
+    if data[TARGET].nunique() <= 1:
+        raise DataError(
+            f"the target {TARGET} is constant ({data[TARGET].iloc[0]:g}); there is nothing to learn, "
+            "check the target column"
+        )
+    if dropped:
+        log.warning("dropping %d row(s) whose target %s is missing or infinite", dropped, TARGET)
     nan_rows = int(data[list(FEATURES)].isna().any(axis=1).sum())
     if nan_rows:
         log.warning(
@@ -309,11 +356,6 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     for col in FEATURES:
         if data[col].nunique(dropna=True) <= 1:
             log.warning("feature %s is constant; it carries no information", col)
-    if data[TARGET].nunique() <= 1:
-        raise DataError(
-            f"the target {TARGET} is constant ({data[TARGET].iloc[0]:g}); there is nothing to learn, "
-            "check the target column"
-        )
     return data
 
 
@@ -325,25 +367,104 @@ def load_dataset(data_path: str = "") -> pd.DataFrame:
     :returns: validated DataFrame of n rows (20,640 for the full data set) x (8 features +
         ``MedHouseVal`` in $100k), float64.
     :raises DataError: see :func:`read_housing_csv`, :func:`fetch_sklearn_dataset` and
-        :func:`validate_dataset`.
+        :func:`validate_dataset`. Warnings are logged only when the data is accepted, so refused
+        data gives its one error message and nothing else.
     """
-    frame = read_housing_csv(data_path) if data_path else fetch_sklearn_dataset()
-    return validate_dataset(frame)
+    with _warnings_if_accepted():
+        frame = read_housing_csv(data_path) if data_path else fetch_sklearn_dataset()
+        return validate_dataset(frame)
+
+
+@contextmanager
+def _warnings_if_accepted() -> Iterator[None]:
+    """Hold this module's warnings until the block ends without an error, then log them in order."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # progress lines go out at once
+        held.append(record)
+        return False
+
+    log.addFilter(hold)
+    try:
+        yield
+    finally:
+        log.removeFilter(hold)
+    for record in held:
+        log.handle(record)
+
+
+def _round_sig(value: float, up: bool, digits: int = 3) -> float:
+    """``value`` rounded up or down to ``digits`` significant digits (so a shown bound stays valid)."""
+    if value <= 0:
+        return 0.0
+    scale = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    steps = value / scale
+    steps = math.ceil(steps - 1e-9) if up else math.floor(steps + 1e-9)
+    return float(f"{steps * scale:.{digits}g}")
 
 
 def check_split_sizes(n_rows: int, test_size: float) -> None:
     """Raise :class:`DataError` unless a ``test_size`` split of ``n_rows`` leaves enough rows each side.
 
     The test set has ``ceil(n_rows * test_size)`` rows, as in :func:`sklearn.model_selection.train_test_split`.
+    The message proposes the range of ``test_size`` values that would work (each bound itself works).
     """
-    n_test = math.ceil(n_rows * test_size)
-    n_train = n_rows - n_test
-    if n_test < MIN_TEST_ROWS or n_train < MIN_TRAIN_ROWS:
+    minimum = MIN_TRAIN_ROWS + MIN_TEST_ROWS
+    if n_rows < minimum:
         raise DataError(
-            f"test_size {test_size:g} of {n_rows} rows leaves {n_train} train and {n_test} test rows; "
-            f"at least {MIN_TRAIN_ROWS} train and {MIN_TEST_ROWS} test rows are needed, choose a test_size "
-            f"between {MIN_TEST_ROWS / n_rows:.3g} and {1 - MIN_TRAIN_ROWS / n_rows:.3g} or use more data"
+            f"only {n_rows} data row(s); the pipeline needs at least {minimum} rows ({MIN_TRAIN_ROWS} to "
+            f"train, {MIN_TEST_ROWS} to test), pass a CSV with more data rows"
         )
+
+    def sizes(t: float) -> tuple[int, int]:
+        n_test = math.ceil(n_rows * t)
+        return n_rows - n_test, n_test
+
+    def fits(t: float) -> bool:
+        n_train, n_test = sizes(t)
+        return n_test >= MIN_TEST_ROWS and n_train >= MIN_TRAIN_ROWS
+
+    if fits(test_size):
+        return
+    n_train, n_test = sizes(test_size)
+    low = _round_sig(MIN_TEST_ROWS / n_rows, up=True)
+    high = _round_sig(1 - MIN_TRAIN_ROWS / n_rows, up=False)
+    while not fits(high) and high > low:  # float rounding at the very edge
+        high = _round_sig(high - 10.0 ** (math.floor(math.log10(high)) - 2), up=False)
+    raise DataError(
+        f"test_size {test_size:g} of {n_rows} rows leaves {n_train} train and {n_test} test rows; "
+        f"at least {MIN_TRAIN_ROWS} train and {MIN_TEST_ROWS} test rows are needed, choose a test_size "
+        f"between {low:g} and {high:g} or use more data"
+    )
+
+
+def count_data_rows(path: str | os.PathLike) -> int:
+    """Number of non-blank lines after the header of a CSV file (its data rows), read as a stream."""
+    with open(path, "rb") as fh:
+        next(fh, None)
+        return sum(1 for line in fh if line.strip())
+
+
+def check_csv(path: str | os.PathLike, test_size: float) -> int:
+    """Cheap checks of a data file before any step runs: what can be known without parsing it.
+
+    The file must be a readable CSV table with a header of scikit-learn's or StatLib's columns
+    (see :func:`read_housing_csv`) and enough data rows for a ``test_size`` split (see
+    :func:`check_split_sizes`). Rows are counted, not parsed: values are checked when the load
+    step reads the file (a row dropped there can still leave too few rows; the split step says so).
+
+    :returns: the number of data rows.
+    :raises DataError: one line naming the problem and the fix.
+    """
+    path = Path(path)
+    _check_columns(path, _read_header(path)[0])
+    n_rows = count_data_rows(path)
+    if n_rows == 0:
+        raise DataError(f"{path} has a header but no data rows; pass a CSV with data rows")
+    check_split_sizes(n_rows, test_size)
+    return n_rows
 
 
 def split_dataset(

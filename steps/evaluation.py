@@ -60,10 +60,11 @@ def new_run_dir(root: str | os.PathLike = "runs") -> Path:
 def check_output_dir(output_dir: str | os.PathLike) -> Path:
     """Check that ``output_dir`` can receive a run's results, before anything runs.
 
-    It may not exist yet (it is created) or be an empty folder; its nearest existing parent must
-    be a writable folder.
+    It may not exist yet (it is created) or be an empty folder; the nearest existing folder above
+    it must be writable, as the results are staged beside it and then moved into place
+    (see :func:`staged_output`).
 
-    :raises OutputError: it is a file, a non-empty folder, or not writable.
+    :raises OutputError: it is a file, a non-empty folder, or the folder above it is not writable.
     """
     path = Path(output_dir).expanduser().absolute()
     if path.exists() and not path.is_dir():
@@ -73,7 +74,7 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
             f"output folder {path} is not empty; pass a new or empty folder with --output-dir "
             "(or leave it out for a new folder under runs/)"
         )
-    parent = path
+    parent = path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():

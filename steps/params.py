@@ -113,9 +113,14 @@ class PipelineParameters:
         check(self.n_jobs == -1 or self.n_jobs >= 1, "n_jobs", "-1 (all cores) or >= 1")
         chosen = self.model_list()
         unknown = [m for m in chosen if m not in MODEL_KINDS]
-        if unknown or not chosen:
+        if not chosen:
             raise ParameterError(
-                f"models = {self.models!r}: unknown or no model name {','.join(unknown)}; "
+                f"models = {self.models!r} names no model; allowed: a comma-separated list of "
+                f"{','.join(MODEL_KINDS)}"
+            )
+        if unknown:
+            raise ParameterError(
+                f"models = {self.models!r}: unknown model name(s) {','.join(unknown)}; "
                 f"allowed: a comma-separated list of {','.join(MODEL_KINDS)}"
             )
         if len(set(chosen)) != len(chosen):

@@ -52,7 +52,7 @@ def test_a_step_that_raises_stops_the_run_and_marks_it_failed(small_csv, tmp_pat
     bad.write_text("\n".join(text + [",".join(row)]) + "\n")  # passes the header check, fails in the load step
     proc = start("--data", str(bad), "--output-dir", str(tmp_path / "out"), *FAST, cache=tmp_path / "cache")
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # bad input, found by a step
     assert err.strip().splitlines() == [
         f"error: step 'load' failed: {bad}: column {column} has a non-numeric value 'n/a?' in data row 3001; "
         "fix or remove that row (every column must be numeric)"
@@ -63,15 +63,18 @@ def test_a_step_that_raises_stops_the_run_and_marks_it_failed(small_csv, tmp_pat
     assert "step 'load' failed" in log and "Traceback" in log  # the traceback is in ClearML, not the terminal
 
 
-def test_sigterm_ends_the_run_promptly_and_consistently_and_the_next_run_works(small_csv, tmp_path):
+def test_sigterm_ends_the_run_promptly_and_consistently_and_the_next_run_works(housing_csv, small_csv, tmp_path):
     out_dir = tmp_path / "out"
-    proc = start("--data", str(small_csv), "--output-dir", str(out_dir), "--xgb-n-estimators", "3000",
-                 "--xgb-early-stopping-rounds", "0", "--xgb-learning-rate", "0.01", cache=tmp_path / "cache")
-    # wait until the steps are running (the offline session exists), then stop it
+    # XGBoost with 20,000 rounds and no early stopping: a run far longer than the wait below
+    proc = start("--data", str(housing_csv), "--output-dir", str(out_dir), "--xgb-n-estimators", "20000",
+                 "--xgb-early-stopping-rounds", "0", cache=tmp_path / "cache")
+    # wait until the offline session exists (the controller task has started), give the steps a
+    # few seconds to start, then stop the run
     deadline = time.monotonic() + 120
-    while not list((tmp_path / "cache" / "offline").glob("offline-*/metrics.jsonl")) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not list((tmp_path / "cache" / "offline").glob("offline-*/task.json")):
         time.sleep(0.2)
-    time.sleep(1.0)
+    time.sleep(4)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGTERM)
     sent = time.monotonic()
     _, err = proc.communicate(timeout=60)
