@@ -195,6 +195,25 @@ _METRIC_SERIES = [(metric, model) for metric in ("R2", "RMSE", "MAE") for model 
                   ("polynomial", "xgboost", "linear", "random_forest")]
 
 
+def serialize_artifact(obj) -> bytes:
+    """How step results travel between steps (server modes): pickle, protocol 5.
+
+    ClearML's default stores a DataFrame as CSV text (``.csv.gz``): slow to write and read, and it
+    turns float32 into float64. Pickle keeps DataFrames, Series and fitted estimators exact, in
+    their binary size (8 bytes per value). Its source is copied into every step's code.
+    """
+    import pickle
+
+    return pickle.dumps(obj, protocol=5)
+
+
+def deserialize_artifact(data: bytes):
+    """The inverse of :func:`serialize_artifact`."""
+    import pickle
+
+    return pickle.loads(data)
+
+
 @PipelineDecorator.component(
     name="load", return_values=["dataset"], cache=RUN.cache, task_type="data_processing",
     packages=[_NUMPY, _PANDAS, _SKLEARN], repo=_STEP_REPO, repo_commit=_STEP_COMMIT, working_dir=".",
@@ -358,10 +377,16 @@ def evaluate(
     return metrics
 
 
+#: The controller's settings, shared by the pipeline decorator and ``step-code``.
+CONTROLLER = dict(
+    name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION, skip_global_imports=True,
+    artifact_serialization_function=serialize_artifact, artifact_deserialization_function=deserialize_artifact,
+)
+
+
 @PipelineDecorator.pipeline(
-    name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION, return_value="metrics",
+    **CONTROLLER, return_value="metrics",
     pipeline_execution_queue=None if RUN.controller_queue == "local" else RUN.controller_queue,
-    skip_global_imports=True,
 )
 def tabular_regression_pipeline(
     data_path: str = DEFAULTS.data_path,
@@ -648,8 +673,7 @@ def _write_step_code(folder: str) -> int:
     _start_offline_controller()
     PipelineDecorator.run_locally()  # generate the step tasks' code, as for a server run
     task = Task.current_task()
-    pipeline = PipelineDecorator(name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION,
-                                 skip_global_imports=True)
+    pipeline = PipelineDecorator(**CONTROLLER)
     dag = {name: {"cache": node.cache_executed_step, "queue": node.queue, "parents": node.parents,
                   "monitor_metrics": node.monitor_metrics, "monitor_models": node.monitor_models}
            for name, node in pipeline.get_pipeline_dag().items()}

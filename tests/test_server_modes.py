@@ -292,3 +292,22 @@ def test_import_offline_needs_a_server_and_says_so():
     missing = cli("import-offline", "/nonexistent/offline-x.zip", timeout=60)
     assert missing.returncode == 2 and "offline session not found" in missing.stderr
     assert "Traceback" not in result.stderr + missing.stderr
+
+
+def test_artifacts_between_steps_are_exact_and_binary(remote_code, split42):
+    import numpy as np
+    import pandas as pd
+
+    from clearml_pipeline import deserialize_artifact, serialize_artifact
+
+    X_train, _, y_train, _ = split42
+    frame = X_train.astype({"HouseAge": "float32"})
+    data = serialize_artifact(frame)
+    back = deserialize_artifact(data)
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    assert back["HouseAge"].dtype == np.float32
+    assert len(data) < 1.2 * frame.memory_usage(deep=True).sum()  # binary, not text
+    pd.testing.assert_series_equal(deserialize_artifact(serialize_artifact(y_train)), y_train)
+    split_code = (remote_code / "split.py").read_text()
+    assert "serialization_function=serialize_artifact" in split_code
+    assert "deserialization_function=deserialize_artifact" in split_code
