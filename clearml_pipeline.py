@@ -15,7 +15,6 @@ Run modes (``--mode``):
 Every pipeline parameter is defined once, in :class:`steps.params.PipelineParameters`.
 """
 
-from __future__ import annotations
 
 import argparse
 import dataclasses
@@ -29,6 +28,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from steps.artifacts import deserialize_artifact, serialize_artifact  # noqa: E402
 from steps.params import DEFAULTS, PipelineParameters, flag_of, parameter_fields  # noqa: E402
 
 PROJECT = "California Housing"
@@ -193,25 +193,6 @@ _XGBOOST, _MATPLOTLIB, _JOBLIB = "xgboost>=2.1,<4", "matplotlib>=3.8,<4", "jobli
 _STEP_REPO, _STEP_COMMIT = STEP_REPOSITORY
 _METRIC_SERIES = [(metric, model) for metric in ("R2", "RMSE", "MAE") for model in
                   ("polynomial", "xgboost", "linear", "random_forest")]
-
-
-def serialize_artifact(obj) -> bytes:
-    """How step results travel between steps (server modes): pickle, protocol 5.
-
-    ClearML's default stores a DataFrame as CSV text (``.csv.gz``): slow to write and read, and it
-    turns float32 into float64. Pickle keeps DataFrames, Series and fitted estimators exact, in
-    their binary size (8 bytes per value). Its source is copied into every step's code.
-    """
-    import pickle
-
-    return pickle.dumps(obj, protocol=5)
-
-
-def deserialize_artifact(data: bytes):
-    """The inverse of :func:`serialize_artifact`."""
-    import pickle
-
-    return pickle.loads(data)
 
 
 @PipelineDecorator.component(

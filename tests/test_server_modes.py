@@ -298,7 +298,7 @@ def test_artifacts_between_steps_are_exact_and_binary(remote_code, split42):
     import numpy as np
     import pandas as pd
 
-    from clearml_pipeline import deserialize_artifact, serialize_artifact
+    from steps.artifacts import deserialize_artifact, serialize_artifact
 
     X_train, _, y_train, _ = split42
     frame = X_train.astype({"HouseAge": "float32"})
