@@ -9,8 +9,11 @@ Usage: python bench/plain_script.py --data PATH --output-dir DIR [--random-state
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as clearml_pipeline.py does
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

@@ -134,10 +134,7 @@ def write_run_outputs(
         metrics.to_csv(stage / "metrics.csv", index=False)
         written.append("metrics.csv")
         for stem, fig in figures.items():
-            # Saved through a file object: ClearML's matplotlib binding reports any figure saved
-            # to a path, and the pipeline already reports each figure once, under its own title.
-            with open(stage / f"{stem}.png", "wb") as fh:
-                fig.savefig(fh, format="png", dpi=100)
+            fig.savefig(stage / f"{stem}.png", format="png", dpi=100)
             written.append(f"{stem}.png")
         (stage / "models").mkdir()
         for name, model in models.items():

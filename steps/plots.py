@@ -20,7 +20,8 @@ from matplotlib.figure import Figure  # noqa: E402
 MAX_POINTS = 5000
 
 
-def _sample(n: int, seed: int = 0) -> np.ndarray:
+def sample_indices(n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most :data:`MAX_POINTS` of ``n`` points (a fixed random sample), for scatter plots."""
     if n <= MAX_POINTS:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, MAX_POINTS, replace=False))
@@ -32,7 +33,7 @@ def prediction_plot(y_test, predictions: Mapping[str, np.ndarray]) -> Figure:
     :param y_test: n_test true targets ($100k); ``predictions``: ``{model: (n_test,) array}``.
     """
     y = np.asarray(y_test, dtype=float)
-    idx = _sample(len(y))
+    idx = sample_indices(len(y))
     names = list(predictions)
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 5), squeeze=False, sharey=True)
     lo = min(y.min(), *(p.min() for p in predictions.values()))
@@ -48,11 +49,17 @@ def prediction_plot(y_test, predictions: Mapping[str, np.ndarray]) -> Figure:
     return fig
 
 
+def error_histogram(y_test, prediction, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of the errors (predicted - actual, $100k): ``(counts, bin edges)``, ``bins`` + 1 edges."""
+    errors = np.asarray(prediction, dtype=float) - np.asarray(y_test, dtype=float)
+    return np.histogram(errors, bins=bins)
+
+
 def error_distribution_plot(name: str, y_test, prediction: np.ndarray) -> Figure:
     """Histogram of the errors (predicted - actual, $100k) of one model on the test set."""
-    errors = np.asarray(prediction, dtype=float) - np.asarray(y_test, dtype=float)
+    counts, edges = error_histogram(y_test, prediction)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(errors, bins=60, color="tab:blue", alpha=0.8)
+    ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8)
     ax.axvline(0, color="black", linewidth=1)
     ax.set_title(f"{name}: error distribution (test set)")
     ax.set_xlabel("predicted - actual ($100k)")

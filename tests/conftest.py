@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as clearml_pipeline.py does; before sklearn/xgboost load
 os.environ.setdefault("CLEARML_CACHE_DIR", tempfile.mkdtemp(prefix="clearml-cache-tests-"))
 # A user's clearml.conf or CLEARML_* server settings must not reach the tests.
 for _var in ("CLEARML_API_HOST", "CLEARML_WEB_HOST", "CLEARML_FILES_HOST", "CLEARML_API_ACCESS_KEY",
