@@ -57,6 +57,13 @@ class RunOptions:
     cache: bool = True
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except empty ones (their help says what empty means)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in ("", None, False) else super()._get_help_string(action)
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse, with its errors as one line (``UsageError``) instead of a usage block."""
 
@@ -69,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="clearml_pipeline.py",
         description="Train and compare regressors on California Housing as a ClearML pipeline.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Upload an offline run to a server: python clearml_pipeline.py import-offline PATH "
-        "(PATH: the offline session .zip or folder printed by a run).",
+        formatter_class=_HelpFormatter,
+        epilog="Other commands: 'python clearml_pipeline.py import-offline PATH' uploads an offline run "
+        "(PATH: the session .zip a run printed) to the configured server; 'python clearml_pipeline.py "
+        "step-code DIR [--mode remote] [options]' writes the code ClearML generates for each step.",
     )
     run = parser.add_argument_group("run options")
     run.add_argument("--mode", default="offline", help=f"where to run: one of {', '.join(MODES)}")
@@ -120,7 +128,7 @@ def _validated(values: dict, check_data: bool = True) -> PipelineParameters:
             check_csv(params.data_path, params.test_size)
         except DataError as exc:
             raise UsageError(str(exc)) from None
-        params = dataclasses.replace(params, data_path=str(Path(params.data_path).expanduser().absolute()))
+        params = dataclasses.replace(params, data_path=str(Path(params.data_path).expanduser().resolve()))
     output_dir = params.output_dir or str(new_run_dir(Path.cwd() / "runs"))
     try:
         check_output_dir(output_dir)
@@ -175,11 +183,12 @@ elif __name__ == "__main__" and sys.argv[1:2] == ["import-offline"]:
     COMMAND = "import-offline"
 elif __name__ == "__main__":
     _argv = sys.argv[1:]
-    if _argv[:1] == ["step-code"]:
-        COMMAND, _argv = "step-code", _argv[2:]
-        # the throw-away offline task that generates the code stays out of the user's cache
-        os.environ["CLEARML_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="clearml-step-code-")
     try:
+        if _argv[:1] == ["step-code"]:
+            COMMAND, _folder, _argv = "step-code", (_argv[1:2] or ["-"])[0], _argv[2:]
+            if _folder.startswith("-") or (Path(_folder).exists() and any(Path(_folder).iterdir())):
+                raise UsageError("usage: python clearml_pipeline.py step-code DIR [--mode remote] [options]; "
+                                 "DIR must be a new or empty folder")
         RUN, CLI_PARAMS = parse_command_line(_argv)
         STEP_REPOSITORY = step_repository() if RUN.mode == "remote" else STEP_REPOSITORY
     except UsageError as _exc:
@@ -187,6 +196,8 @@ elif __name__ == "__main__":
     if CLI_ERROR:  # answer bad input at once, without loading ClearML
         print(f"error: {CLI_ERROR}", file=sys.stderr)
         sys.exit(2)
+    if COMMAND == "step-code":  # its throw-away offline task stays out of the user's ClearML cache
+        os.environ["CLEARML_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="clearml-step-code-")
 
 from clearml import PipelineDecorator, Task  # noqa: E402
 
@@ -480,7 +491,7 @@ def check_server(queues: list[str], timeout: float = 5.0) -> str:
         raise ServerError(
             "no ClearML server is configured: run clearml-init, or copy clearml.conf.example, fill it in and "
             "set CLEARML_CONFIG_FILE to it, or set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY and "
-            "CLEARML_API_SECRET_KEY (or use --mode offline)"
+            "CLEARML_API_SECRET_KEY"
         )
     host = Session.get_api_server_host().rstrip("/")
     try:
@@ -489,7 +500,7 @@ def check_server(queues: list[str], timeout: float = 5.0) -> str:
         reason = type(exc).__name__
         raise ServerError(
             f"the ClearML server {host} cannot be reached ({reason}); start it, or fix api.api_server "
-            "in clearml.conf / CLEARML_API_HOST (or use --mode offline)"
+            "in clearml.conf / CLEARML_API_HOST"
         ) from None
     if reply.status_code in (401, 403):
         raise ServerError(
@@ -533,17 +544,18 @@ def _failed_step(exc: BaseException) -> Optional[str]:
     return step
 
 
-def _configure_sdk() -> None:
+def _configure_sdk(**development) -> None:
     """Make ClearML write reports from a thread of this process, not a forked subprocess.
 
     ``sdk.development.report_use_subprocess`` defaults to true on Linux; its fork-with-threads
     subprocess can deadlock at exit (seen offline: runs stuck for minutes in
     ``BackgroundMonitor.wait_for_sub_process``), and a run reporting a few dozen events gains
-    nothing from it. Set through the SDK's own configuration overrides, on top of clearml.conf.
+    nothing from it. Set through the SDK's own configuration overrides, on top of clearml.conf,
+    with any other ``sdk.development`` settings given.
     """
     from clearml.config import config_obj
 
-    config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False}}})
+    config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False, **development}}})
 
 
 def _start_offline_controller() -> Task:
@@ -557,7 +569,10 @@ def _start_offline_controller() -> Task:
     """
     import logging
 
-    _configure_sdk()
+    # Detect the repository inside Task.init rather than in a thread: the thread parses source
+    # files while the pipeline decorator parses this module, and concurrent ast.parse calls break
+    # at random on Python 3.11 ("AST constructor recursion depth mismatch", cpython#106905).
+    _configure_sdk(vcs_repo_detect_async=False)
     Task.set_offline(offline_mode=True)
     # A checkout without a git remote is normal for a laptop run; the session records the code anyway.
     logging.getLogger("clearml.Repository Detection").setLevel(logging.ERROR)
@@ -640,7 +655,7 @@ def _fail(exc: BaseException) -> int:
 def _import_offline(argv: list[str]) -> int:
     """``import-offline PATH``: upload an offline session (zip or folder) with ClearML's own import."""
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python clearml_pipeline.py import-offline PATH  (an offline session .zip or folder)",
+        print("error: usage: python clearml_pipeline.py import-offline PATH (an offline session .zip or folder)",
               file=sys.stderr)
         return 2
     path = Path(argv[0]).expanduser()
@@ -720,9 +735,6 @@ def main() -> int:
         print(f"error: {CLI_ERROR}", file=sys.stderr)
         return 2
     if COMMAND == "step-code":
-        if len(sys.argv) < 3 or sys.argv[2].startswith("-"):
-            print("error: usage: python clearml_pipeline.py step-code DIR [--mode remote]", file=sys.stderr)
-            return 2
         return _write_step_code(sys.argv[2])
     try:
         return _run(RUN, CLI_PARAMS)

@@ -292,10 +292,14 @@ def fetch_sklearn_dataset() -> pd.DataFrame:
     :returns: DataFrame of 20,640 rows x (8 features + ``MedHouseVal`` in $100k).
     :raises DataError: the download failed (no internet and no scikit-learn cache).
     """
+    import warnings
+
     from sklearn.datasets import fetch_california_housing
 
     try:
-        bunch = fetch_california_housing(as_frame=True)
+        with warnings.catch_warnings():  # scikit-learn warns once per retry; the error below says it all
+            warnings.simplefilter("ignore")
+            bunch = fetch_california_housing(as_frame=True)
     except Exception as exc:  # URLError, OSError, HTTPError, ...
         raise DataError(
             f"could not download the California Housing data set through scikit-learn ({type(exc).__name__}: "

@@ -98,6 +98,9 @@ def staged_output(output_dir: str | os.PathLike) -> Iterator[Path]:
     final = check_output_dir(output_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); results are an ordinary folder
     try:
         yield stage
         if final.is_dir():
@@ -117,10 +120,11 @@ def write_run_outputs(
     """Write ``metrics.csv``, every figure as PNG and every model, all or nothing.
 
     Files (inside ``output_dir``): ``metrics.csv``; ``<name>.png`` per figure; per model
-    ``models/<model>.joblib`` (the fitted scikit-learn estimator, :func:`joblib.dump`) and, for
-    XGBoost, ``models/xgboost.json`` (the booster in XGBoost's own JSON format, loadable with
-    :meth:`xgboost.Booster.load_model`; it expects the 8 features + 5 rotated coordinates of
-    :func:`steps.models.add_rotated_coordinates`).
+    ``models/<model>.joblib`` (the fitted scikit-learn estimator, :func:`joblib.dump`; loading it
+    needs this project's ``steps`` package importable) and, for XGBoost, ``models/xgboost.json``
+    (the booster in XGBoost's own JSON format, loadable with :meth:`xgboost.Booster.load_model`,
+    cut to the rounds early stopping kept, so it predicts as the estimator does; it expects the 8
+    features + 5 rotated coordinates of :func:`steps.models.add_rotated_coordinates`).
 
     :param metrics: the :func:`metrics_table`; ``figures``: ``{file stem: matplotlib Figure}``;
         ``models``: ``{model name: fitted estimator}``.
@@ -141,7 +145,11 @@ def write_run_outputs(
             joblib.dump(model, stage / "models" / f"{name}.joblib")
             written.append(f"models/{name}.joblib")
             if name == "xgboost":
-                model[-1].get_booster().save_model(str(stage / "models" / "xgboost.json"))
+                booster = model[-1].get_booster()
+                best = getattr(model[-1], "best_iteration", None)
+                if best is not None:  # keep the rounds early stopping chose, as the estimator predicts
+                    booster = booster[: best + 1]
+                booster.save_model(str(stage / "models" / "xgboost.json"))
                 written.append("models/xgboost.json")
     final = Path(output_dir).expanduser().absolute()
     return {rel: final / rel for rel in written}

@@ -11,6 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
@@ -67,7 +68,7 @@ def test_pngs_are_real_images(default_run):
         assert image.shape[0] >= 300 and image.shape[1] >= 400 and image.std() > 0.01, name
 
 
-def test_models_are_saved(default_run):
+def test_models_are_saved(default_run, housing_csv):
     import joblib
     import xgboost
 
@@ -75,6 +76,13 @@ def test_models_are_saved(default_run):
     booster = xgboost.Booster()
     booster.load_model(str(out / "models" / "xgboost.json"))
     assert booster.num_features() == 13
+    from steps.data import load_dataset, split_dataset
+    from steps.models import add_rotated_coordinates
+
+    estimator = joblib.load(out / "models" / "xgboost.joblib")
+    X_test = split_dataset(load_dataset(str(housing_csv)), 0.2, 42)[1].head(200)
+    from_json = booster.predict(xgboost.DMatrix(add_rotated_coordinates(X_test)))
+    np.testing.assert_allclose(from_json, estimator.predict(X_test), rtol=1e-6)  # the rounds early stopping kept
     poly = joblib.load(out / "models" / "polynomial.joblib")
     assert poly.predict(pd.DataFrame([[8.3, 41, 7.0, 1.0, 322, 2.6, 37.9, -122.2]],
                                      columns=poly.feature_names_in_))[0] > 3.0
