@@ -111,5 +111,7 @@ def test_same_parameters_and_data_give_the_same_metrics(small_csv, tmp_path):
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
         tables.append(pd.read_csv(tmp_path / f"run{i}" / "metrics.csv"))
-    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+    # equal to 1e-12: the random forest's parallel prediction adds its trees in thread order,
+    # which can change the last bit of a sum
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=False, rtol=1e-12, atol=0)
     assert tables[0]["r2"].between(0.5, 0.95).all()
