@@ -330,18 +330,14 @@ def evaluate(
     from clearml import Logger, OutputModel, Task
 
     from steps.evaluation import metrics_table, predict_all, write_run_outputs
-    from steps.plots import (error_distribution_plot, error_histogram, model_comparison_plot, prediction_plot,
-                             sample_indices)
+    from steps.plots import error_histogram, run_figures, sample_indices
 
     fitted = {name: model for name, model in (("polynomial", polynomial), ("xgboost", xgboost),
                                               ("linear", linear), ("random_forest", random_forest))
               if model is not None}
     predictions = predict_all(fitted, X_test)
     metrics = metrics_table(y_test, predictions)
-    figures = {"prediction_plot": prediction_plot(y_test, predictions)}
-    for name in fitted:
-        figures[f"{name}_error_distribution"] = error_distribution_plot(name, y_test, predictions[name])
-    figures["model_comparison"] = model_comparison_plot(metrics)
+    figures = run_figures(y_test, predictions, metrics)
     logger = Logger.current_logger()
     for row in metrics.itertuples():
         for title, value in (("R2", row.r2), ("RMSE", row.rmse), ("MAE", row.mae)):

@@ -21,7 +21,7 @@ from steps.data import load_dataset, split_dataset  # noqa: E402
 from steps.evaluation import metrics_table, predict_all, write_run_outputs  # noqa: E402
 from steps.models import build_linear, build_polynomial, build_random_forest, build_xgboost, fit_xgboost  # noqa: E402
 from steps.params import DEFAULTS as P  # noqa: E402
-from steps.plots import error_distribution_plot, model_comparison_plot, prediction_plot  # noqa: E402
+from steps.plots import run_figures  # noqa: E402
 
 
 def run(data_path: str, output_dir: str, random_state: int = P.random_state, models: str = P.models):
@@ -49,10 +49,7 @@ def run(data_path: str, output_dir: str, random_state: int = P.random_state, mod
             fitted[name] = build_random_forest(P.rf_n_estimators, random_state, P.n_jobs).fit(X_train, y_train)
     predictions = predict_all(fitted, X_test)
     metrics = metrics_table(y_test, predictions)
-    figures = {"prediction_plot": prediction_plot(y_test, predictions)}
-    for name in fitted:
-        figures[f"{name}_error_distribution"] = error_distribution_plot(name, y_test, predictions[name])
-    figures["model_comparison"] = model_comparison_plot(metrics)
+    figures = run_figures(y_test, predictions, metrics)
     write_run_outputs(output_dir, metrics, figures, fitted)
     return metrics
 

@@ -101,3 +101,13 @@ def model_comparison_plot(metrics: pd.DataFrame) -> Figure:
     fig.suptitle("Model comparison (test set)")
     fig.tight_layout()
     return fig
+
+
+def run_figures(y_test, predictions: Mapping[str, np.ndarray], metrics: pd.DataFrame) -> dict[str, Figure]:
+    """Every figure of a run, keyed by file stem: ``prediction_plot``, ``<model>_error_distribution``
+    per model, ``model_comparison``."""
+    figures = {"prediction_plot": prediction_plot(y_test, predictions)}
+    for name, prediction in predictions.items():
+        figures[f"{name}_error_distribution"] = error_distribution_plot(name, y_test, prediction)
+    figures["model_comparison"] = model_comparison_plot(metrics)
+    return figures
