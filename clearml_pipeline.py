@@ -24,6 +24,16 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+def _exit_interrupted(signum, frame):
+    """Ctrl-C/SIGTERM before the run has a ClearML task: nothing to record or clean up, so leave now."""
+    sys.stderr.write("error: interrupted\n")
+    os._exit(130)
+
+
+if __name__ == "__main__":  # until the offline session exists (see _start_offline_controller)
+    for _signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signal, _exit_interrupted)
+
 # OpenMP threads (XGBoost, scikit-learn) that spin while they wait make a fit 5-10x slower whenever
 # another process holds a core (measured: 10.5 s instead of 1.4-2.3 s on 2 busy cores); passive
 # waiting costs nothing measurable on an idle machine. Set before any OpenMP library loads.
@@ -114,13 +124,24 @@ def parse_command_line(argv: list[str]) -> tuple[RunOptions, PipelineParameters]
 
 
 def _validated(values: dict, check_data: bool = True) -> PipelineParameters:
-    from steps.evaluation import check_output_dir, new_run_dir
     from steps.params import ParameterError
 
     try:
         params = PipelineParameters(**values).validate()
     except ParameterError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        return _checked_paths(params, check_data)
+    except OSError as exc:  # a name too long, a deleted current folder, ...
+        raise UsageError(f"{exc.filename or 'a path'}: {exc.strerror or exc}; check --data and --output-dir "
+                         "(and that the current folder exists)") from None
+
+
+def _checked_paths(params: PipelineParameters, check_data: bool) -> PipelineParameters:
+    from steps.evaluation import check_output_dir, new_run_dir
+
+    if params.data_path:
+        params = dataclasses.replace(params, data_path=os.path.expanduser(params.data_path))
     if params.data_path and check_data:  # remote: the path is read on the agents' machines
         from steps.data import DataError, check_csv
 
@@ -186,7 +207,8 @@ elif __name__ == "__main__":
     try:
         if _argv[:1] == ["step-code"]:
             COMMAND, _folder, _argv = "step-code", (_argv[1:2] or ["-"])[0], _argv[2:]
-            if _folder.startswith("-") or (Path(_folder).exists() and any(Path(_folder).iterdir())):
+            if _folder.startswith("-") or (Path(_folder).exists() and not Path(_folder).is_dir()) or (
+                    Path(_folder).is_dir() and any(Path(_folder).iterdir())):
                 raise UsageError("usage: python clearml_pipeline.py step-code DIR [--mode remote] [options]; "
                                  "DIR must be a new or empty folder")
         RUN, CLI_PARAMS = parse_command_line(_argv)
@@ -322,14 +344,14 @@ def evaluate(
     with one series per model, the table ``Metrics``, the figures, and one output model per
     estimator (framework, test metrics as metadata, tag = model kind). Writes ``metrics.csv``,
     ``prediction_plot.png``, ``<model>_error_distribution.png``, ``model_comparison.png`` and
-    ``models/`` to ``output_dir`` all at once (see :func:`steps.evaluation.write_run_outputs`).
+    ``models/`` to ``output_dir`` all at once (see :func:`steps.evaluation.staged_output`).
 
     :returns: the metrics table (one row per model: model, r2, rmse, mae, n_test).
     """
     import numpy as np
     from clearml import Logger, OutputModel, Task
 
-    from steps.evaluation import metrics_table, predict_all, write_run_outputs
+    from steps.evaluation import metrics_table, predict_all, staged_output, write_run_files
     from steps.plots import error_histogram, run_figures, sample_indices
 
     fitted = {name: model for name, model in (("polynomial", polynomial), ("xgboost", xgboost),
@@ -365,27 +387,31 @@ def evaluate(
         labels=list(metrics["model"]), xlabels=["R2", "RMSE ($100k)", "MAE ($100k)"], yaxis="value",
     )
 
-    paths = write_run_outputs(output_dir, metrics, figures, fitted)
     task = Task.current_task()
-    for row in metrics.itertuples():
-        scores = {key: float(getattr(row, key)) for key in ("r2", "rmse", "mae")}
-        weights = paths["models/xgboost.json"] if row.model == "xgboost" else paths[f"models/{row.model}.joblib"]
-        if Task.is_offline():
-            # OutputModel cannot register weights in an offline session (clearml 2.1: DummyModel has
-            # no 'locked'); the session keeps a copy of the model file as an artifact instead.
-            task.upload_artifact(f"model_{row.model}", artifact_object=str(weights), metadata=scores)
-            continue
-        model = OutputModel(
-            task=task, name=row.model, framework="XGBoost" if row.model == "xgboost" else "ScikitLearn",
-            tags=[row.model], comment=f"California Housing regressor ({row.model}), target in $100k",
-        )
-        for key, value in scores.items():
-            model.set_metadata(key, f"{value:.6f}", v_type="float")
-        model.update_weights(weights_filename=str(weights), auto_delete_file=False)
+    # The files go to a staging folder that becomes output_dir only once the models are
+    # registered too: a run that fails or is stopped before then leaves no results at all.
+    with staged_output(output_dir) as stage:
+        paths = write_run_files(stage, metrics, figures, fitted)
+        for row in metrics.itertuples():
+            scores = {key: float(getattr(row, key)) for key in ("r2", "rmse", "mae")}
+            weights = paths["models/xgboost.json"] if row.model == "xgboost" else paths[f"models/{row.model}.joblib"]
+            if Task.is_offline():
+                # OutputModel cannot register weights in an offline session (clearml 2.1: DummyModel
+                # has no 'locked'); the session keeps a copy of the model file as an artifact instead.
+                task.upload_artifact(f"model_{row.model}", artifact_object=str(weights), metadata=scores,
+                                     wait_on_upload=True)
+                continue
+            model = OutputModel(
+                task=task, name=row.model, framework="XGBoost" if row.model == "xgboost" else "ScikitLearn",
+                tags=[row.model], comment=f"California Housing regressor ({row.model}), target in $100k",
+            )
+            for key, value in scores.items():
+                model.set_metadata(key, f"{value:.6f}", v_type="float")
+            model.update_weights(weights_filename=str(weights), auto_delete_file=False)
     import matplotlib.pyplot as plt
 
     plt.close("all")
-    print(f"results written to {paths['metrics.csv'].parent}")
+    print(f"results written to {output_dir}")
     return metrics
 
 
@@ -592,7 +618,14 @@ def _start_offline_controller() -> Task:
 
 def _run(options: RunOptions, params: PipelineParameters) -> int:
     if options.mode == "offline":
-        _start_offline_controller()
+        try:
+            _start_offline_controller()
+        except Exception as exc:  # a broken ClearML cache folder or configuration file
+            raise ServerError(
+                f"ClearML could not start its offline session ({type(exc).__name__}: {exc}); check that "
+                "CLEARML_CACHE_DIR (or sdk.storage.cache.default_base_dir) is a writable folder and that "
+                "CLEARML_CONFIG_FILE, if set, is a valid clearml.conf"
+            ) from None
         PipelineDecorator.debug_pipeline()
     else:
         check_server(queues=[options.queue] + ([options.controller_queue] if options.mode == "remote"
@@ -605,7 +638,7 @@ def _run(options: RunOptions, params: PipelineParameters) -> int:
     try:
         metrics = tabular_regression_pipeline(**dataclasses.asdict(params))
     except (Exception, KeyboardInterrupt) as exc:
-        return _fail(exc)
+        return _fail(exc, Path(params.output_dir))
     task = _RESULT.get("task")
     if metrics is not None:
         print(metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -616,7 +649,7 @@ def _run(options: RunOptions, params: PipelineParameters) -> int:
     return 0
 
 
-def _fail(exc: BaseException) -> int:
+def _fail(exc: BaseException, output_dir: Path) -> int:
     """Report a failed or interrupted run in one line, mark the ClearML task, return the exit code.
 
     Exit codes: 2 for bad input found by a step (``DataError``, ``ParameterError``, ``OutputError``,
@@ -629,6 +662,8 @@ def _fail(exc: BaseException) -> int:
     where = f"step '{step}' failed" if step else "the pipeline failed"
     message = "interrupted" if interrupted else f"{where}: {exc}" if isinstance(exc, ValueError) \
         else f"{where}: {type(exc).__name__}: {exc}"
+    if interrupted and (output_dir / "metrics.csv").exists():  # stopped while closing the session
+        message = f"interrupted after the results were complete in {output_dir}"
     task = _RESULT.get("task")
     if task is not None and PipelineDecorator._debug_execute_step_function:
         try:
@@ -720,7 +755,6 @@ def _log_steps_to_stderr() -> None:
 def main() -> int:
     """Command-line entry point; returns the exit code (0 ok, 1 failed run, 2 bad input, 130 interrupted)."""
     _log_steps_to_stderr()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends a run like Ctrl-C
     if COMMAND == "import-offline":
         return _import_offline(sys.argv[2:])
     if os.environ.get("CLEARML_TASK_ID"):

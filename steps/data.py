@@ -52,6 +52,11 @@ STATLIB_COLUMNS: tuple[str, ...] = (
 #: Count columns of the StatLib layout: they may not be negative.
 STATLIB_COUNTS: tuple[str, ...] = ("total_rooms", "total_bedrooms", "population", "households")
 
+#: Features that cannot be negative (income, age, per-household averages, head counts).
+NON_NEGATIVE_FEATURES: tuple[str, ...] = ("MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup")
+#: Largest magnitude accepted for any value: far beyond real data, far below float overflow in the models.
+MAX_ABS_VALUE = 1e15
+
 #: Smallest train and test sets the pipeline accepts (XGBoost also holds out part of the train set).
 MIN_TRAIN_ROWS = 20
 MIN_TEST_ROWS = 5
@@ -88,6 +93,9 @@ def _read_header(path: Path) -> tuple[list[str], str]:
         raise DataError(f"data file not found: {path}; pass --data with the path of a CSV file")
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a file; pass --data with the path of a CSV file")
+    if not path.is_file():
+        raise DataError(f"{path} is not a regular file (a pipe or device?); save the data to a CSV file "
+                        "and pass its path with --data")
     try:
         with open(path, "rb") as fh:
             head = fh.read(64 * 1024)
@@ -315,7 +323,8 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     missing; rows whose target is missing are dropped with a warning (a model cannot learn from
     them); missing feature values are kept and imputed with the training median inside each model,
     with a warning giving their count; a constant feature is kept with a warning; a feature with no
-    value at all, a constant target and too few rows are refused. Every check that can refuse the
+    value at all, values beyond +-:data:`MAX_ABS_VALUE`, negative values of
+    :data:`NON_NEGATIVE_FEATURES`, a constant target and too few rows are refused. Every check that can refuse the
     data runs before any warning is logged, so a refused data set gives exactly one message.
 
     :param frame: DataFrame of n rows x (features + ``MedHouseVal`` in $100k).
@@ -336,6 +345,18 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
         raise DataError(
             f"only {len(data)} usable row(s){why}; the pipeline needs at least {minimum} rows "
             f"({MIN_TRAIN_ROWS} to train, {MIN_TEST_ROWS} to test), pass a CSV with more data rows"
+        )
+    huge = [c for c in (*FEATURES, TARGET) if (data[c].abs() > MAX_ABS_VALUE).any()]
+    if huge:
+        raise DataError(
+            f"column(s) {', '.join(huge)} hold values beyond +-{MAX_ABS_VALUE:.0e}, which no census figure "
+            "reaches; check the units and fix or remove those rows"
+        )
+    negative = [c for c in NON_NEGATIVE_FEATURES if (data[c] < 0).any()]
+    if negative:
+        raise DataError(
+            f"feature(s) {', '.join(negative)} have negative values, but incomes, counts and per-household "
+            "averages cannot be negative; fix or remove those rows"
         )
     empty = [c for c in FEATURES if data[c].isna().all()]
     if empty:

@@ -67,6 +67,10 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
     :raises OutputError: it is a file, a non-empty folder, or the folder above it is not writable.
     """
     path = Path(output_dir).expanduser().absolute()
+    if path.is_symlink():
+        raise OutputError(f"output folder {path} is a symbolic link; pass the folder it points to, or a new one")
+    if path.is_dir() and os.path.ismount(path):
+        raise OutputError(f"output folder {path} is a mount point, which cannot be replaced; pass a new folder inside it")
     if path.exists() and not path.is_dir():
         raise OutputError(f"output folder {path} is a file; pass --output-dir with a folder path")
     if path.is_dir() and any(path.iterdir()):
@@ -111,45 +115,60 @@ def staged_output(output_dir: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(stage, ignore_errors=True)
 
 
+def write_run_files(
+    folder: str | os.PathLike,
+    metrics: pd.DataFrame,
+    figures: Mapping[str, object],
+    models: Mapping[str, object],
+) -> dict[str, Path]:
+    """Write ``metrics.csv``, every figure as PNG and every model into ``folder`` (which exists).
+
+    Files: ``metrics.csv``; ``<name>.png`` per figure; per model ``models/<model>.joblib`` (the
+    fitted scikit-learn estimator, :func:`joblib.dump`; loading it needs this project's ``steps``
+    package importable) and, for XGBoost, ``models/xgboost.json`` (the booster in XGBoost's own
+    JSON format, loadable with :meth:`xgboost.Booster.load_model`, cut to the rounds early stopping
+    kept, so it predicts as the estimator does; it expects the 8 features + 5 rotated coordinates
+    of :func:`steps.models.add_rotated_coordinates`).
+
+    :param metrics: the :func:`metrics_table`; ``figures``: ``{file stem: matplotlib Figure}``;
+        ``models``: ``{model name: fitted estimator}``.
+    :returns: ``{file name relative to folder: path}``.
+    """
+    import joblib
+
+    folder = Path(folder)
+    written: list[str] = []
+    metrics.to_csv(folder / "metrics.csv", index=False)
+    written.append("metrics.csv")
+    for stem, fig in figures.items():
+        fig.savefig(folder / f"{stem}.png", format="png", dpi=100)
+        written.append(f"{stem}.png")
+    (folder / "models").mkdir()
+    for name, model in models.items():
+        joblib.dump(model, folder / "models" / f"{name}.joblib")
+        written.append(f"models/{name}.joblib")
+        if name == "xgboost":
+            booster = model[-1].get_booster()
+            best = getattr(model[-1], "best_iteration", None)
+            if best is not None:  # keep the rounds early stopping chose, as the estimator predicts
+                booster = booster[: best + 1]
+            booster.save_model(str(folder / "models" / "xgboost.json"))
+            written.append("models/xgboost.json")
+    return {rel: folder / rel for rel in written}
+
+
 def write_run_outputs(
     output_dir: str | os.PathLike,
     metrics: pd.DataFrame,
     figures: Mapping[str, object],
     models: Mapping[str, object],
 ) -> dict[str, Path]:
-    """Write ``metrics.csv``, every figure as PNG and every model, all or nothing.
+    """:func:`write_run_files` into ``output_dir``, all or nothing (through :func:`staged_output`).
 
-    Files (inside ``output_dir``): ``metrics.csv``; ``<name>.png`` per figure; per model
-    ``models/<model>.joblib`` (the fitted scikit-learn estimator, :func:`joblib.dump`; loading it
-    needs this project's ``steps`` package importable) and, for XGBoost, ``models/xgboost.json``
-    (the booster in XGBoost's own JSON format, loadable with :meth:`xgboost.Booster.load_model`,
-    cut to the rounds early stopping kept, so it predicts as the estimator does; it expects the 8
-    features + 5 rotated coordinates of :func:`steps.models.add_rotated_coordinates`).
-
-    :param metrics: the :func:`metrics_table`; ``figures``: ``{file stem: matplotlib Figure}``;
-        ``models``: ``{model name: fitted estimator}``.
-    :returns: ``{file name relative to output_dir: absolute final path}``.
+    :returns: ``{file name relative to output_dir: final path}``.
     :raises OutputError: the folder is unusable (checked before anything is written).
     """
-    import joblib
-
-    written: list[str] = []
     with staged_output(output_dir) as stage:
-        metrics.to_csv(stage / "metrics.csv", index=False)
-        written.append("metrics.csv")
-        for stem, fig in figures.items():
-            fig.savefig(stage / f"{stem}.png", format="png", dpi=100)
-            written.append(f"{stem}.png")
-        (stage / "models").mkdir()
-        for name, model in models.items():
-            joblib.dump(model, stage / "models" / f"{name}.joblib")
-            written.append(f"models/{name}.joblib")
-            if name == "xgboost":
-                booster = model[-1].get_booster()
-                best = getattr(model[-1], "best_iteration", None)
-                if best is not None:  # keep the rounds early stopping chose, as the estimator predicts
-                    booster = booster[: best + 1]
-                booster.save_model(str(stage / "models" / "xgboost.json"))
-                written.append("models/xgboost.json")
+        written = write_run_files(stage, metrics, figures, models)
     final = Path(output_dir).expanduser().absolute()
     return {rel: final / rel for rel in written}

@@ -8,6 +8,7 @@ ClearML pipeline function (one argument per field, shown in the run's ``Args``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +102,7 @@ class PipelineParameters:
         check(1 <= self.poly_degree <= 4, "poly_degree", "1 to 4")
         check(self.poly_alpha > 0, "poly_alpha", "> 0, e.g. 1.0")
         check(0.0 <= self.poly_clip_quantile < 0.5, "poly_clip_quantile", "0 <= q < 0.5, e.g. 0.01")
-        check(self.xgb_n_estimators >= 1, "xgb_n_estimators", ">= 1")
+        check(1 <= self.xgb_n_estimators <= 1_000_000, "xgb_n_estimators", "1 to 1000000")
         check(1 <= self.xgb_max_depth <= 20, "xgb_max_depth", "1 to 20")
         check(0.0 < self.xgb_learning_rate <= 1.0, "xgb_learning_rate", "0 < learning_rate <= 1, e.g. 0.05")
         check(0.0 < self.xgb_subsample <= 1.0, "xgb_subsample", "0 < subsample <= 1")
@@ -109,8 +110,12 @@ class PipelineParameters:
         check(self.xgb_min_child_weight >= 0, "xgb_min_child_weight", ">= 0")
         check(self.xgb_early_stopping_rounds >= 0, "xgb_early_stopping_rounds", ">= 0 (0 turns it off)")
         check(bool(re.fullmatch(r"cpu|cuda(:\d+)?", self.xgb_device)), "xgb_device", "cpu, cuda or cuda:<n>")
-        check(self.rf_n_estimators >= 1, "rf_n_estimators", ">= 1")
+        check(1 <= self.rf_n_estimators <= 10_000, "rf_n_estimators", "1 to 10000")
         check(self.n_jobs == -1 or self.n_jobs >= 1, "n_jobs", "-1 (all cores) or >= 1")
+        for f in dataclasses.fields(self):  # inf passes some ranges above (e.g. > 0), never a model
+            value = getattr(self, f.name)
+            if f.type == "float" and not math.isfinite(value):
+                raise ParameterError(f"{f.name} = {value!r} is not a finite number; give a number such as {f.default}")
         chosen = self.model_list()
         unknown = [m for m in chosen if m not in MODEL_KINDS]
         if not chosen:

@@ -115,3 +115,52 @@ def test_same_parameters_and_data_give_the_same_metrics(small_csv, tmp_path):
     # which can change the last bit of a sum
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=False, rtol=1e-12, atol=0)
     assert tables[0]["r2"].between(0.5, 0.95).all()
+
+
+def _edited_copy(small_csv: Path, tmp_path: Path, column: str, value: float) -> Path:
+    frame = pd.read_csv(small_csv)
+    frame.loc[:4, column] = value
+    path = tmp_path / f"{column}.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("case", ["huge_value", "negative_income", "fifo", "symlink_output", "long_name",
+                                  "cache_is_a_file"])
+def test_inputs_found_by_trying_to_break_it(case, small_csv, tmp_path):
+    """Cases a tester found: each is refused in one line, with no traceback and no results."""
+    data, out, env = small_csv, tmp_path / "out", {}
+    income = "median_income" if "median_income" in small_csv.read_text().splitlines()[0] else "MedInc"
+    expected = {
+        "huge_value": "hold values beyond +-1e+15",
+        "negative_income": "have negative values",
+        "fifo": "is not a regular file",
+        "symlink_output": "is a symbolic link",
+        "long_name": "File name too long",
+        "cache_is_a_file": "ClearML could not start its offline session",
+    }[case]
+    if case == "huge_value":
+        data = _edited_copy(small_csv, tmp_path, income, 1e308)
+    elif case == "negative_income":
+        data = _edited_copy(small_csv, tmp_path, income, -3.0)
+    elif case == "fifo":
+        data = tmp_path / "pipe.csv"
+        os.mkfifo(data)
+    elif case == "symlink_output":
+        (tmp_path / "real").mkdir()
+        out.symlink_to(tmp_path / "real")
+    elif case == "long_name":
+        out = tmp_path / ("x" * 300)
+    elif case == "cache_is_a_file":
+        (tmp_path / "cache-file").write_text("not a folder")
+        env = {"CLEARML_CACHE_DIR": str(tmp_path / "cache-file")}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "clearml_pipeline.py"), "--data", str(data),
+                             "--output-dir", str(out), *FAST], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            env={**os.environ, "CLEARML_CACHE_DIR": str(tmp_path / "cache"), **env})
+    _, err = proc.communicate(timeout=300)
+    lines = err.strip().splitlines()
+    assert proc.returncode in (1, 2), err[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err[-2000:]
+    assert "Traceback" not in err
+    assert "metrics.csv" not in [p.name for p in tmp_path.rglob("*")] and not list(tmp_path.glob(".*partial-*"))
