@@ -608,12 +608,22 @@ def _start_offline_controller() -> Task:
         auto_resource_monitoring=False,
         reuse_last_task_id=False,
     )
-    # Ctrl-C and SIGTERM raise KeyboardInterrupt at once, so the run can record "interrupted" in
-    # the session and close it itself (ClearML's own handlers, installed by Task.init, would close
-    # the session first and leave the interruption unrecorded).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C and SIGTERM raise KeyboardInterrupt, so the run can record "interrupted" in the
+    # session and close it itself (ClearML's own handlers, installed by Task.init, would close the
+    # session first and leave the interruption unrecorded).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(sig, _raise_interrupt)
     return task
+
+
+def _raise_interrupt(signum, frame):
+    """Raise KeyboardInterrupt, except inside XGBoost's Python code, which its C library calls back
+    while it builds a data matrix: an exception there corrupts its heap. There, the interrupt is
+    delivered again 50 ms later (SIGALRM), until it lands outside."""
+    if frame is not None and f"{os.sep}xgboost{os.sep}" in frame.f_code.co_filename:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        return
+    raise KeyboardInterrupt
 
 
 def _run(options: RunOptions, params: PipelineParameters) -> int:
