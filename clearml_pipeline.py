@@ -485,8 +485,8 @@ def tabular_regression_pipeline(
     return evaluate(X_test, y_test, output_dir=p.output_dir, **trained)
 
 
-class ServerError(Exception):
-    """The ClearML server is not configured, unreachable, refuses the credentials, or lacks a queue."""
+class ClearMLSetupError(Exception):
+    """ClearML cannot start: no server configured or reachable, bad credentials, a missing queue, or a broken cache/config."""
 
 
 def check_server(queues: list[str], timeout: float = 5.0) -> str:
@@ -498,7 +498,7 @@ def check_server(queues: list[str], timeout: float = 5.0) -> str:
 
     :param queues: queue names that must exist.
     :returns: the API server URL.
-    :raises ServerError: one line naming what to fix.
+    :raises ClearMLSetupError: one line naming what to fix.
     """
     import re
 
@@ -510,7 +510,7 @@ def check_server(queues: list[str], timeout: float = 5.0) -> str:
     key = os.environ.get("CLEARML_API_ACCESS_KEY") or config_obj.get("api.credentials.access_key", None)
     secret = os.environ.get("CLEARML_API_SECRET_KEY") or config_obj.get("api.credentials.secret_key", None)
     if not host or not key or not secret:
-        raise ServerError(
+        raise ClearMLSetupError(
             "no ClearML server is configured: run clearml-init, or copy clearml.conf.example, fill it in and "
             "set CLEARML_CONFIG_FILE to it, or set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY and "
             "CLEARML_API_SECRET_KEY"
@@ -520,12 +520,12 @@ def check_server(queues: list[str], timeout: float = 5.0) -> str:
         reply = requests.post(f"{host}/auth.login", auth=(key, secret), timeout=timeout)
     except requests.RequestException as exc:
         reason = type(exc).__name__
-        raise ServerError(
+        raise ClearMLSetupError(
             f"the ClearML server {host} cannot be reached ({reason}); start it, or fix api.api_server "
             "in clearml.conf / CLEARML_API_HOST"
         ) from None
     if reply.status_code in (401, 403):
-        raise ServerError(
+        raise ClearMLSetupError(
             f"the ClearML server {host} rejected the credentials (HTTP {reply.status_code}); create new "
             "credentials in its web UI (Settings > Workspace) and put them in clearml.conf or "
             "CLEARML_API_ACCESS_KEY / CLEARML_API_SECRET_KEY"
@@ -533,7 +533,7 @@ def check_server(queues: list[str], timeout: float = 5.0) -> str:
     try:
         token = reply.json()["data"]["token"]
     except (ValueError, KeyError, TypeError):
-        raise ServerError(
+        raise ClearMLSetupError(
             f"{host} answered HTTP {reply.status_code} but is not a ClearML API server; api.api_server "
             "must be the API server (port 8008 when self-hosted), not the web server"
         ) from None
@@ -544,9 +544,9 @@ def check_server(queues: list[str], timeout: float = 5.0) -> str:
                 headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
             ).json()["data"]["queues"]
         except (requests.RequestException, ValueError, KeyError, TypeError):
-            raise ServerError(f"could not list the queues of {host}; check the server's health") from None
+            raise ClearMLSetupError(f"could not list the queues of {host}; check the server's health") from None
         if not found:
-            raise ServerError(
+            raise ClearMLSetupError(
                 f"queue '{queue}' does not exist on {host}; create it in the web UI (Orchestration > Queues) "
                 f"or start an agent with: clearml-agent daemon --queue {queue} --create-queue"
             )
@@ -631,7 +631,7 @@ def _run(options: RunOptions, params: PipelineParameters) -> int:
         try:
             _start_offline_controller()
         except Exception as exc:  # a broken ClearML cache folder or configuration file
-            raise ServerError(
+            raise ClearMLSetupError(
                 f"ClearML could not start its offline session ({type(exc).__name__}: {exc}); check that "
                 "CLEARML_CACHE_DIR (or sdk.storage.cache.default_base_dir) is a writable folder and that "
                 "CLEARML_CONFIG_FILE, if set, is a valid clearml.conf"
@@ -706,7 +706,7 @@ def _import_offline(argv: list[str]) -> int:
         return 2
     try:
         check_server(queues=[])
-    except ServerError as exc:
+    except ClearMLSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     task_id = Task.import_offline_session(str(path))
@@ -778,7 +778,7 @@ def main() -> int:
         return _write_step_code(sys.argv[2])
     try:
         return _run(RUN, CLI_PARAMS)
-    except ServerError as exc:
+    except ClearMLSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
