@@ -616,13 +616,19 @@ def _start_offline_controller() -> Task:
     return task
 
 
+#: XGBoost's Python functions that its C library calls back (``xgboost.core.DataIter``).
+_XGBOOST_C_CALLBACKS = frozenset({"_next_wrapper", "_reset_wrapper"})
+
+
 def _raise_interrupt(signum, frame):
-    """Raise KeyboardInterrupt, except inside XGBoost's Python code, which its C library calls back
-    while it builds a data matrix: an exception there corrupts its heap. There, the interrupt is
-    delivered again 50 ms later (SIGALRM), until it lands outside."""
-    if frame is not None and f"{os.sep}xgboost{os.sep}" in frame.f_code.co_filename:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        return
+    """Raise KeyboardInterrupt, except inside a callback that XGBoost's C library makes while it
+    builds a data matrix: an exception there corrupts its heap. There, the interrupt is delivered
+    again 50 ms later (SIGALRM), until it lands outside."""
+    while frame is not None:
+        if frame.f_code.co_name in _XGBOOST_C_CALLBACKS and f"{os.sep}xgboost{os.sep}" in frame.f_code.co_filename:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        frame = frame.f_back
     raise KeyboardInterrupt
 
 
