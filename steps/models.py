@@ -224,3 +224,26 @@ def fit_xgboost(
     )
     X_val = model[:-1].fit(X_fit, y_fit).transform(X_val)
     return model.fit(X_fit, y_fit, xgboost__eval_set=[(X_val, y_val)], xgboost__verbose=False)
+
+
+# TEMPORARY shim until the models branch lands (same interface).
+MODEL_ARGUMENTS: dict[str, dict[str, str]] = {
+    "polynomial": {"degree": "poly_degree", "alpha": "poly_alpha", "clip_quantile": "poly_clip_quantile"},
+    "xgboost": {"n_estimators": "xgb_n_estimators", "max_depth": "xgb_max_depth", "learning_rate": "xgb_learning_rate",
+                "subsample": "xgb_subsample", "colsample_bytree": "xgb_colsample_bytree",
+                "min_child_weight": "xgb_min_child_weight", "early_stopping_rounds": "xgb_early_stopping_rounds",
+                "device": "xgb_device", "n_jobs": "n_jobs", "random_state": "random_state"},
+    "linear": {},
+    "random_forest": {"n_estimators": "rf_n_estimators", "n_jobs": "n_jobs", "random_state": "random_state"},
+}
+
+
+def model_arguments(kind, params):
+    return {kw: getattr(params, name) for kw, name in MODEL_ARGUMENTS[kind].items()}
+
+
+def train_model(kind, X_train, y_train, **kwargs):
+    if kind == "xgboost":
+        return fit_xgboost(build_xgboost(**kwargs), X_train, y_train, random_state=kwargs.get("random_state", 42))
+    builder = {"polynomial": build_polynomial, "linear": build_linear, "random_forest": build_random_forest}[kind]
+    return builder(**kwargs).fit(X_train, y_train)

@@ -111,3 +111,13 @@ def run_figures(y_test, predictions: Mapping[str, np.ndarray], metrics: pd.DataF
         figures[f"{name}_error_distribution"] = error_distribution_plot(name, y_test, prediction)
     figures["model_comparison"] = model_comparison_plot(metrics)
     return figures
+
+
+# TEMPORARY shim until the plots branch lands.
+XGBOOST_CURVE = ("XGBoost early stopping", "validation RMSE ($100k)")
+
+
+def figure_titles(models):
+    titles = {"prediction_plot": "Predicted vs actual (test set)", "model_comparison": "Model comparison (test set)"}
+    titles.update({f"{m}_error_distribution": f"{m}: error distribution (test set)" for m in models})
+    return titles

@@ -1,0 +1,293 @@
+"""The command line of ``clearml_pipeline.py``: parsing, checking, and the exit codes.
+
+This module never imports ClearML (its tests need none): ClearML records every argparse result
+parsed after ``import clearml`` into the task's ``Args``, where ``--mode`` or ``--queue`` would sit
+beside the pipeline parameters and be replayed by a re-run from the web UI. So the command line
+is parsed here, into one :class:`Startup` object, before ClearML is imported.
+
+Commands::
+
+    python clearml_pipeline.py [run options] [pipeline parameters]     # run the pipeline
+    python clearml_pipeline.py import-offline PATH                      # upload an offline session
+    python clearml_pipeline.py step-code DIR [--mode remote] [options]  # the code agents get
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping, Optional
+
+from steps.params import PipelineParameters, flag_of, parameter_fields
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+MODES = ("offline", "local", "remote")
+COMMANDS = ("run", "import-offline", "step-code", "agent-controller")
+
+#: Exit codes, decided here only (see :func:`exit_code`).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad command-line input or environment; the message is shown as one line (exit 2)."""
+
+
+class SetupError(Exception):
+    """ClearML cannot start: no server configured or reachable, bad credentials, a missing queue,
+    or a broken cache/config (exit 1)."""
+
+
+def exit_code(exc: Optional[BaseException]) -> int:
+    """The exit code of a run that ended with ``exc`` (``None``: success).
+
+    0 success; 2 bad input (:class:`UsageError`, or a ``ValueError`` a step raised: ``DataError``,
+    ``ParameterError``, ``OutputError``); 130 interrupted (Ctrl-C, SIGTERM); 1 anything else
+    (a failed step, :class:`SetupError`, a lost server).
+    """
+    if exc is None:
+        return EXIT_OK
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, (UsageError, ValueError)):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How the pipeline runs (not pipeline parameters: they never appear in ``Args``).
+
+    :param mode: ``offline`` (no server), ``local`` (steps as subprocesses, tracked on the server)
+        or ``remote`` (steps on agents).
+    :param queue: queue of the steps in remote mode, and the default queue a re-run from the web UI
+        sends the steps to (every mode that talks to a server).
+    :param controller_queue: queue of the controller in remote mode; ``local`` runs it here.
+    :param cache: reuse cached ``load``/``split`` results.
+    """
+
+    mode: str = "offline"
+    queue: str = "default"
+    controller_queue: str = "services"
+    cache: bool = True
+
+    @property
+    def controller_on_queue(self) -> bool:
+        """Whether an agent runs the controller (``--mode remote`` without ``--controller-queue local``)."""
+        return self.mode == "remote" and self.controller_queue != "local"
+
+    def queues(self) -> list[str]:
+        """The queues that must exist on the server for this run."""
+        if self.mode != "remote":
+            return []
+        return [self.queue] + ([self.controller_queue] if self.controller_on_queue else [])
+
+
+@dataclasses.dataclass(frozen=True)
+class Startup:
+    """Everything decided before ClearML is imported: the one start-up state of the program.
+
+    :param command: one of :data:`COMMANDS` (``agent-controller``: a ClearML agent runs the controller).
+    :param options: the run options; ``params``: the checked pipeline parameters (``run``, ``step-code``).
+    :param path: the folder or file argument of ``import-offline`` / ``step-code``.
+    :param repository: ``(git URL, commit)`` that agents clone for the steps, or ``(None, None)``.
+    """
+
+    command: str = "run"
+    options: RunOptions = RunOptions()
+    params: Optional[PipelineParameters] = None
+    path: str = ""
+    repository: tuple[Optional[str], Optional[str]] = (None, None)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except empty ones (their help says what empty means)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in ("", None, False) else super()._get_help_string(action)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse without abbreviations (``--poly-degre`` is refused), errors as one line (:class:`UsageError`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(f"{message}; see --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per pipeline parameter (defaults shown) plus the run options."""
+    parser = _ArgumentParser(
+        prog="clearml_pipeline.py",
+        description="Train and compare regressors on California Housing as a ClearML pipeline.",
+        formatter_class=_HelpFormatter,
+        epilog="Other commands: 'python clearml_pipeline.py import-offline PATH' uploads an offline run "
+        "(PATH: the session .zip a run printed) to the configured server; 'python clearml_pipeline.py "
+        "step-code DIR [--mode remote] [options]' writes the code ClearML generates for each step.",
+    )
+    run = parser.add_argument_group("run options")
+    run.add_argument("--mode", default="offline", help=f"where to run: one of {', '.join(MODES)}")
+    run.add_argument("--queue", default="default",
+                     help="ClearML queue of the steps (--mode remote; also where a re-run from the web UI sends them)")
+    run.add_argument("--controller-queue", default="services",
+                     help="queue of the pipeline controller (--mode remote); 'local' runs it on this machine")
+    run.add_argument("--no-cache", action="store_true", help="run every step, even when a cached result exists")
+    params = parser.add_argument_group("pipeline parameters (the run's Args in ClearML)")
+    for f in parameter_fields():
+        kind = {"str": str, "int": int, "float": float}[f.type]
+        params.add_argument(flag_of(f), dest=f.name, type=kind, default=f.default, metavar=f.type.upper(),
+                            help=f.metadata["help"])
+    return parser
+
+
+def parse_command_line(argv: list[str]) -> tuple[RunOptions, PipelineParameters]:
+    """Parse and check the options of a run; everything is validated before any step runs.
+
+    :raises UsageError: an unknown flag or mode, an out-of-range parameter, unusable data or output folder.
+    """
+    args = build_parser().parse_args(argv)
+    if args.mode not in MODES:
+        raise UsageError(f"unknown --mode {args.mode!r}; choose one of {', '.join(MODES)}")
+    for name in ("queue", "controller_queue"):
+        if len(getattr(args, name)) < 3:  # ClearML servers refuse shorter names
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)!r} is too short: ClearML queue "
+                             "names have at least 3 characters")
+    options = RunOptions(args.mode, args.queue, args.controller_queue, not args.no_cache)
+    values = {f.name: getattr(args, f.name) for f in parameter_fields()}
+    return options, checked_parameters(values, check_data=options.mode != "remote")
+
+
+def checked_parameters(values: dict, check_data: bool = True) -> PipelineParameters:
+    """Validate parameter values and their paths (data readable, output folder usable, both absolute).
+
+    :raises UsageError: naming the parameter and the fix.
+    """
+    from steps.params import ParameterError
+
+    try:
+        params = PipelineParameters(**values).validate()
+    except ParameterError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return _checked_paths(params, check_data)
+    except OSError as exc:  # a name too long, a deleted current folder, ...
+        raise UsageError(f"{exc.filename or 'a path'}: {exc.strerror or exc}; check --data and --output-dir "
+                         "(and that the current folder exists)") from None
+
+
+def _checked_paths(params: PipelineParameters, check_data: bool) -> PipelineParameters:
+    from steps.datafile import portable_data_path
+    from steps.evaluation import check_output_dir, new_run_dir
+
+    if params.data_path:
+        params = dataclasses.replace(params, data_path=os.path.expanduser(params.data_path))
+    if params.data_path and check_data:  # remote: the path is read on the agents' machines
+        from steps.data import DataError, check_csv
+
+        try:  # fail on a bad path, header or row count now, before ClearML starts
+            check_csv(params.data_path, params.test_size)
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
+        params = dataclasses.replace(params, data_path=portable_data_path(params.data_path))
+    output_dir = params.output_dir or str(new_run_dir(Path.cwd() / "runs"))
+    try:
+        check_output_dir(output_dir)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return dataclasses.replace(params, output_dir=str(Path(output_dir).expanduser().absolute()))
+
+
+def step_repository(root: Path = PROJECT_ROOT, required: bool = True) -> tuple[Optional[str], Optional[str]]:
+    """The git remote URL and commit from which ClearML agents get this project's code.
+
+    ClearML does not give a step its controller's repository (clearml issue #1370), so each
+    component names it. The URL and the commit are read here, explicitly: the SDK's own
+    conversion of a local checkout fails for function steps in clearml 2.1.12.
+
+    :param required: ``True`` (``--mode remote``): no usable remote is an error. ``False``
+        (``--mode local``): returns ``(None, None)``; the run works, but a re-run from the web UI
+        cannot (a warning says so).
+    :raises UsageError: (``required``) git is missing, ``root`` is not a git checkout, it has no
+        ``origin`` remote, or that remote is a local path.
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    problem = None
+    try:
+        url, commit = git("remote", "get-url", "origin"), git("rev-parse", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        url = commit = None
+        problem = (f"agents clone this project with git, but {root} is not a git checkout with an 'origin' remote "
+                   "and a commit; push it to a repository the agents can reach (git remote add origin URL && "
+                   "git push) and run from that checkout")
+    if url and "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url):
+        problem = (f"the git remote 'origin' of {root} is a local path ({url}); agents need a URL they can clone "
+                   "(https://..., git@host:... or file:///...): git remote set-url origin URL")
+    if problem:
+        if required:
+            raise UsageError(f"--mode remote: {problem}")
+        print(f"warning: a re-run from the web UI will not find the code: {problem}", file=sys.stderr)
+        return None, None
+    if git("status", "--porcelain", "--untracked-files=no"):
+        print(f"warning: {root} has uncommitted changes; agents run commit {commit[:12]} without them",
+              file=sys.stderr)
+    return url, commit
+
+
+def _agent_controller(environ: Mapping[str, str]) -> bool:
+    """Whether a ClearML agent started this process to run the controller task.
+
+    An agent sets ``CLEARML_TASK_ID`` and its worker id; a step subprocess of ``--mode local``
+    sets ``CLEARML_SIMULATE_REMOTE_TASK`` (and never runs this script).
+    """
+    return bool(environ.get("CLEARML_TASK_ID")) and not environ.get("CLEARML_SIMULATE_REMOTE_TASK")
+
+
+def parse_startup(argv: list[str], environ: Mapping[str, str] = os.environ) -> Startup:
+    """Decide the command and check all its input, before ClearML is imported.
+
+    :param argv: ``sys.argv[1:]``.
+    :raises UsageError: one line naming the problem and the fix.
+    """
+    if _agent_controller(environ):
+        if argv:  # an agent runs the stored script without arguments
+            raise UsageError(
+                f"CLEARML_TASK_ID={environ['CLEARML_TASK_ID']} is set, as inside a ClearML agent's task, so "
+                "this run would attach to that task and ignore the command line; unset it "
+                "(unset CLEARML_TASK_ID) and run again"
+            )
+        if not (environ.get("CLEARML_WORKER_ID") or environ.get("CLEARML_LOG_TASK_TO_BACKEND")):
+            raise UsageError(
+                f"CLEARML_TASK_ID={environ['CLEARML_TASK_ID']} is set, but no ClearML agent started this process "
+                "(it sets CLEARML_WORKER_ID or CLEARML_LOG_TASK_TO_BACKEND); it is probably left over from "
+                "debugging: unset CLEARML_TASK_ID and run again"
+            )
+        return Startup(command="agent-controller", options=RunOptions(mode="remote"))
+    if argv[:1] == ["import-offline"]:
+        if len(argv) != 2 or argv[1].startswith("-"):
+            raise UsageError("usage: python clearml_pipeline.py import-offline PATH (an offline session .zip or folder)")
+        path = Path(argv[1]).expanduser()
+        if not path.exists():
+            raise UsageError(f"offline session not found: {path}; pass the .zip printed by an offline run")
+        return Startup(command="import-offline", path=str(path))
+    command, path = "run", ""
+    if argv[:1] == ["step-code"]:
+        command, path, argv = "step-code", (argv[1:2] or ["-"])[0], argv[2:]
+        folder = Path(path)
+        if path.startswith("-") or (folder.exists() and not folder.is_dir()) or (
+                folder.is_dir() and any(folder.iterdir())):
+            raise UsageError("usage: python clearml_pipeline.py step-code DIR [--mode remote] [options]; "
+                             "DIR must be a new or empty folder")
+    options, params = parse_command_line(argv)
+    repository: tuple[Optional[str], Optional[str]] = (None, None)
+    if options.mode != "offline":
+        repository = step_repository(required=options.mode == "remote")
+    return Startup(command=command, options=options, params=params, path=path, repository=repository)

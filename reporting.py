@@ -1,0 +1,155 @@
+"""What the pipeline reports to ClearML: the ClearML side of the ``train_xgboost`` and ``evaluate`` steps.
+
+The computations live in ``steps/`` (ClearML-free); these functions only hand their results to
+ClearML's own API: ``Logger`` (scalars, single values, tables, interactive plots),
+``Task.upload_artifact`` (the run's files) and ``OutputModel`` (the Models tab). They are called
+inside the steps' bodies, so they work the same in-process (offline), in a step subprocess
+(``--mode local``) and on an agent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+#: The scalars of every model, as ``(title, series)``: copied onto the pipeline run (monitored metrics).
+METRIC_TITLES: tuple[str, ...] = ("R2", "RMSE", "MAE")
+
+
+def monitored_metrics(model_kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``[(title, series)]`` of the test metrics of every model kind, for ``monitor_metrics``."""
+    return [(title, kind) for title in METRIC_TITLES for kind in model_kinds]
+
+
+def result_files(model_kinds: tuple[str, ...]) -> list[str]:
+    """Names of the run's files that become artifacts of the pipeline run (``monitor_artifacts``)."""
+    return ["metrics.csv", "prediction_plot.png", *(f"{k}_error_distribution.png" for k in model_kinds),
+            "model_comparison.png"]
+
+
+def _booster_of(model):
+    """The fitted ``XGBRegressor`` inside ``model`` (a Pipeline, possibly a target-transforming wrapper)."""
+    seen = 0
+    while not hasattr(model, "evals_result") and seen < 10:
+        seen += 1
+        if hasattr(model, "steps"):
+            model = model.steps[-1][1]
+        elif hasattr(model, "regressor_"):
+            model = model.regressor_
+        elif hasattr(model, "estimator_"):
+            model = model.estimator_
+        else:
+            return None
+    return model
+
+
+def report_training_curve(model, title: str, series: str) -> None:
+    """Report XGBoost's validation RMSE per boosting round (early stopping's curve) as one line plot.
+
+    :param model: the fitted XGBoost estimator or a pipeline ending in one.
+    """
+    from clearml import Logger
+
+    booster = _booster_of(model)
+    try:
+        history = booster.evals_result() if booster is not None else {}
+    except Exception:  # fitted without an evaluation set (early stopping off)
+        history = {}
+    for values in history.values():
+        for metric, curve in values.items():
+            rounds = np.arange(1, len(curve) + 1)
+            Logger.current_logger().report_scatter2d(
+                title=title, series=series, iteration=0, mode="lines",
+                scatter=np.column_stack([rounds, np.asarray(curve, dtype=float)]),
+                xaxis="boosting round", yaxis=f"validation {metric.upper()} ($100k)",
+            )
+            best = getattr(booster, "best_iteration", None)
+            if best is not None:
+                Logger.current_logger().report_single_value("xgboost/rounds kept", int(best) + 1)
+        return
+
+
+def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.ndarray],
+                   titles: Mapping[str, str]) -> None:
+    """Report the test metrics and the figures as ClearML scalars, single values, a table and plots.
+
+    Scalars ``R2``/``RMSE``/``MAE`` with one series per model (RMSE and MAE in $100k), the same
+    as single values ``<model>/<metric>``, the table ``Metrics``; the figures as ClearML's own
+    interactive plots built from the numbers (far cheaper than converting matplotlib figures),
+    titled as the PNG files are (``titles``: file stem -> title).
+
+    :param metrics: one row per model (:func:`steps.evaluation.metrics_table`).
+    :param y_test: n_test targets ($100k); ``predictions``: ``{model: (n_test,) array}``.
+    """
+    from clearml import Logger
+
+    from steps.plots import error_histogram, sample_indices
+
+    logger = Logger.current_logger()
+    for row in metrics.itertuples():
+        for title, value in zip(METRIC_TITLES, (row.r2, row.rmse, row.mae)):
+            logger.report_scalar(title=title, series=row.model, value=value, iteration=0)
+            logger.report_single_value(f"{row.model}/{title}", value)
+    logger.report_table(title="Metrics", series="test set", iteration=0, table_plot=metrics)
+    actual = np.asarray(y_test, dtype=float)
+    shown = sample_indices(len(actual))
+    for name, prediction in predictions.items():
+        logger.report_scatter2d(
+            title=titles["prediction_plot"], series=name, iteration=0, mode="markers",
+            scatter=np.column_stack([actual[shown], prediction[shown]]),
+            xaxis="actual median house value ($100k)", yaxis="predicted median house value ($100k)",
+        )
+        counts, edges = error_histogram(actual, prediction)
+        logger.report_histogram(
+            title=titles[f"{name}_error_distribution"], series=name, values=counts, iteration=0,
+            xlabels=[f"{(a + b) / 2:.2f}" for a, b in zip(edges[:-1], edges[1:])],
+            xaxis="predicted - actual ($100k)", yaxis="districts",
+        )
+    logger.report_histogram(
+        title=titles["model_comparison"], series="test set", iteration=0,
+        values=metrics[["r2", "rmse", "mae"]].to_numpy(), labels=list(metrics["model"]),
+        xlabels=["R2", "RMSE ($100k)", "MAE ($100k)"], yaxis="value",
+    )
+
+
+def upload_result_files(task, paths: Mapping[str, Path]) -> None:
+    """Upload ``metrics.csv`` and the PNG figures as artifacts of ``task`` (named by file name).
+
+    A remote run writes its output folder on the agent's machine; the artifacts (copied onto the
+    pipeline run by ``monitor_artifacts``) make the same files reachable from the web UI.
+    """
+    for rel, path in paths.items():
+        if rel == "metrics.csv" or rel.endswith(".png"):
+            task.upload_artifact(rel, artifact_object=str(path), wait_on_upload=True)
+
+
+def register_models(task, metrics: pd.DataFrame, paths: Mapping[str, Path]) -> None:
+    """Register one output model per estimator (ClearML's Models tab), test metrics as metadata.
+
+    Each model is named and tagged with its kind (``polynomial``, ``xgboost``, ...), carries
+    ``r2``, ``rmse`` and ``mae`` (test set, $100k) as float metadata, and its weights file is the
+    fitted estimator saved with joblib (``models/<kind>.joblib``), loadable again with
+    ``InputModel(model_id).get_local_copy()`` and ``joblib.load``. Offline, ``OutputModel``
+    cannot register weights (clearml 2.1: ``DummyModel`` has no ``locked``); the session keeps the
+    model files as artifacts ``model_<kind>`` with the same metadata instead.
+    """
+    from clearml import OutputModel, Task
+
+    for row in metrics.itertuples():
+        scores = {key: float(getattr(row, key)) for key in ("r2", "rmse", "mae")}
+        weights = paths[f"models/{row.model}.joblib"]
+        if Task.is_offline():
+            task.upload_artifact(f"model_{row.model}", artifact_object=str(weights), metadata=scores,
+                                 wait_on_upload=True)
+            continue
+        model = OutputModel(
+            task=task, name=row.model, framework="ScikitLearn", tags=[row.model],
+            comment=f"California Housing regressor ({row.model}): joblib of a scikit-learn estimator that "
+                    "predicts the median house value ($100k) from the 8 raw feature columns",
+        )
+        for key, value in scores.items():
+            model.set_metadata(key, f"{value:.6f}", v_type="float")
+        model.update_weights(weights_filename=str(weights), auto_delete_file=False)
