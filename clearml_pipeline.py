@@ -148,7 +148,7 @@ def train_random_forest(X_train, y_train, n_estimators: int = 200, n_jobs: int =
 @PipelineDecorator.component(
     name="evaluate", return_values=["metrics"], task_type="qc",
     packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST, _MATPLOTLIB, _JOBLIB], **_REPO,
-    monitor_metrics=monitored_metrics(MODEL_KINDS), monitor_artifacts=result_files(MODEL_KINDS), monitor_models=["*"],
+    monitor_metrics=monitored_metrics(MODEL_KINDS), monitor_artifacts=result_files(MODEL_KINDS), monitor_models=list(MODEL_KINDS),
     # figures and models are reported once, explicitly; not again by ClearML's auto-logging
     auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False},
 )
@@ -195,7 +195,7 @@ CONTROLLER = dict(
 )
 
 
-@PipelineDecorator.pipeline(**CONTROLLER, return_value="metrics", pipeline_execution_queue=None)
+@PipelineDecorator.pipeline(**CONTROLLER, return_value="metrics", pipeline_execution_queue=None, output_uri=True)
 def tabular_regression_pipeline(
     data_path: str = DEFAULTS.data_path,
     output_dir: str = DEFAULTS.output_dir,
