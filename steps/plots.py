@@ -44,6 +44,7 @@ ERROR_AXES = ("predicted - actual ($100k)", "districts")
 #: which early stopping watches): the plot title and series name to report it under.
 XGBOOST_CURVE_TITLE = "XGBoost early stopping"
 XGBOOST_CURVE_SERIES = "validation RMSE ($100k)"
+XGBOOST_CURVE = (XGBOOST_CURVE_TITLE, XGBOOST_CURVE_SERIES)
 
 _STEM_SUFFIX = "_error_distribution"
 
@@ -231,11 +232,7 @@ def run_figures(y_test, predictions: Mapping[str, np.ndarray], metrics: pd.DataF
     return figures
 
 
-# TEMPORARY shim until the plots branch lands.
-XGBOOST_CURVE = ("XGBoost early stopping", "validation RMSE ($100k)")
-
-
-def figure_titles(models):
-    titles = {"prediction_plot": "Predicted vs actual (test set)", "model_comparison": "Model comparison (test set)"}
-    titles.update({f"{m}_error_distribution": f"{m}: error distribution (test set)" for m in models})
-    return titles
+def figure_titles(models) -> dict[str, str]:
+    """``{file stem: title}`` of every figure :func:`run_figures` makes for ``models`` (see :func:`figure_title`)."""
+    stems = ["prediction_plot", *(f"{name}{_STEM_SUFFIX}" for name in models), "model_comparison"]
+    return {stem: figure_title(stem) for stem in stems}

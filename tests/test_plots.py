@@ -14,11 +14,13 @@ from steps.plots import (
     CAP_LABEL,
     DIAGONAL_LABEL,
     ERROR_LIMIT,
+    XGBOOST_CURVE,
     XGBOOST_CURVE_SERIES,
     XGBOOST_CURVE_TITLE,
     error_count_limit,
     error_histogram,
     figure_title,
+    figure_titles,
     prediction_plot,
     run_figures,
     xgboost_curve,
@@ -61,9 +63,11 @@ def test_stems_and_titles_are_those_of_the_pngs(figures):
     for name in predictions:
         stem = f"{name}_error_distribution"
         assert figs[stem].axes[0].get_title() == figure_title(stem) == f"{name}: error distribution (test set)"
+    assert figure_titles(predictions) == {stem: figure_title(stem) for stem in figs}
     with pytest.raises(KeyError):
         figure_title("_error_distribution")
-    assert XGBOOST_CURVE_TITLE == "XGBoost early stopping" and "RMSE" in XGBOOST_CURVE_SERIES
+    assert XGBOOST_CURVE == (XGBOOST_CURVE_TITLE, XGBOOST_CURVE_SERIES) == \
+        ("XGBoost early stopping", "validation RMSE ($100k)")
 
 
 def test_error_distributions_share_one_x_and_one_y_range(figures):
