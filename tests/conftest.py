@@ -1,8 +1,8 @@
 """Shared fixtures: the one place the tests find the California Housing data.
 
-Order: the ``CAL_HOUSING_CSV`` environment variable; else ``../shared/data/cal_housing.csv``
-(from the project root, the StatLib layout); else scikit-learn's ``fetch_california_housing``
-(download and cache), written to a temporary CSV in scikit-learn's layout.
+The tests use the data set shipped with the project, ``data/cal_housing.csv`` (StatLib layout,
+20,640 rows; see ``data/README.md``), or the CSV named by the ``CAL_HOUSING_CSV`` environment
+variable. No test downloads anything.
 
 Every test process gets its own ClearML cache folder, so offline sessions never land in $HOME.
 """
@@ -26,20 +26,16 @@ for _var in ("CLEARML_API_HOST", "CLEARML_WEB_HOST", "CLEARML_FILES_HOST", "CLEA
     os.environ.pop(_var, None)
 os.environ["CLEARML_CONFIG_FILE"] = str(Path(os.environ["CLEARML_CACHE_DIR"]) / "no-clearml.conf")
 
-SHARED_CSV = ROOT.parent / "shared" / "data" / "cal_housing.csv"
+#: The data set shipped with the project (StatLib layout).
+SHIPPED_CSV = ROOT / "data" / "cal_housing.csv"
 
 
 @pytest.fixture(scope="session")
-def housing_csv(tmp_path_factory) -> Path:
-    """Path of a California Housing CSV (StatLib or scikit-learn layout)."""
-    if os.environ.get("CAL_HOUSING_CSV"):
-        return Path(os.environ["CAL_HOUSING_CSV"])
-    if SHARED_CSV.exists():
-        return SHARED_CSV
-    from sklearn.datasets import fetch_california_housing
-
-    path = tmp_path_factory.mktemp("data") / "california_housing.csv"
-    fetch_california_housing(as_frame=True).frame.to_csv(path, index=False)
+def housing_csv() -> Path:
+    """Path of the California Housing CSV: ``$CAL_HOUSING_CSV`` if set, else the shipped ``data/cal_housing.csv``."""
+    path = Path(os.environ["CAL_HOUSING_CSV"]) if os.environ.get("CAL_HOUSING_CSV") else SHIPPED_CSV
+    if not path.is_file():
+        pytest.fail(f"California Housing CSV not found: {path}")
     return path
 
 
