@@ -35,6 +35,8 @@ PIPELINE_VERSION = "1.0.0"
 STEP_NAMES = ("load", "split", *(f"train_{kind}" for kind in MODEL_KINDS), "evaluate")
 
 STARTUP = cli.Startup()  # imported as a module (tests, step-code): defaults
+if __name__ == "__main__" and sys.argv[1:2] == ["predict"]:  # ClearML-free: done before ClearML is imported
+    sys.exit(cli.predict_main(sys.argv[2:]))
 if __name__ == "__main__":
     for _signal in (signal.SIGINT, signal.SIGTERM):  # until the run has a task (see runtime)
         signal.signal(_signal, runtime.exit_at_once)
@@ -265,7 +267,7 @@ def run(startup: cli.Startup) -> int:
 
 def main() -> int:
     """Command-line entry point; returns the exit code (0 ok, 1 failed run, 2 bad input, 130 interrupted)."""
-    runtime.configure_console()
+    cli.configure_console()
     try:
         if STARTUP.command == "import-offline":
             print(f"imported as task {runtime.import_offline(STARTUP.path)}")

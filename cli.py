@@ -10,12 +10,14 @@ Commands::
     python clearml_pipeline.py [run options] [pipeline parameters]     # run the pipeline
     python clearml_pipeline.py import-offline PATH                      # upload an offline session
     python clearml_pipeline.py step-code DIR [--mode remote] [options]  # the code agents get
+    python clearml_pipeline.py predict --run RUN_DIR --data CSV --output PRED_CSV [--model NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import re
 import subprocess
@@ -27,7 +29,7 @@ from steps.params import PipelineParameters, flag_of, parameter_fields
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 MODES = ("offline", "local", "remote")
-COMMANDS = ("run", "import-offline", "step-code", "agent-controller")
+COMMANDS = ("run", "import-offline", "step-code", "agent-controller", "predict")
 
 #: Exit codes, decided here only (see :func:`exit_code`).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -129,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
         epilog="Other commands: 'python clearml_pipeline.py import-offline PATH' uploads an offline run "
         "(PATH: the session .zip a run printed) to the configured server; 'python clearml_pipeline.py "
-        "step-code DIR [--mode remote] [options]' writes the code ClearML generates for each step.",
+        "step-code DIR [--mode remote] [options]' writes the code ClearML generates for each step; "
+        "'python clearml_pipeline.py predict --run RUN_DIR --data CSV --output PRED_CSV' applies a run's "
+        "models to a CSV (see predict --help).",
     )
     run = parser.add_argument_group("run options")
     run.add_argument("--mode", default="offline", help=f"where to run: one of {', '.join(MODES)}")
@@ -187,7 +191,11 @@ def _checked_paths(params: PipelineParameters, check_data: bool) -> PipelinePara
 
     if params.data_path:
         params = dataclasses.replace(params, data_path=os.path.expanduser(params.data_path))
-    if params.data_path and check_data:  # remote: the path is read on the agents' machines
+    if params.data_path and params.data_path != "sklearn" and not check_data and os.path.isfile(params.data_path):
+        # remote: the path is read on the agents' machines; a file inside the project is found
+        # there under the same path relative to the project root
+        params = dataclasses.replace(params, data_path=portable_data_path(params.data_path))
+    if params.data_path and params.data_path != "sklearn" and check_data:
         from steps.data import DataError, check_csv
 
         try:  # fail on a bad path, header or row count now, before ClearML starts
@@ -201,6 +209,88 @@ def _checked_paths(params: PipelineParameters, check_data: bool) -> PipelinePara
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return dataclasses.replace(params, output_dir=str(Path(output_dir).expanduser().absolute()))
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    """The ``predict`` command line: apply a run's saved models to a CSV (ClearML is not used)."""
+    parser = _ArgumentParser(
+        prog="clearml_pipeline.py predict",
+        description="Apply the saved models of a training run to a CSV file and write their predictions "
+        "of the median house value ($100k), one column pred_<model> per model. ClearML is not used.",
+        formatter_class=_HelpFormatter,
+        epilog="The output CSV has one line per data row of --data, in its order: row (1-based data row), "
+        "MedHouseVal (the actual value, only when --data has a target column) and pred_<model> per model. "
+        "When --data has a target column, R2, RMSE and MAE of each model are printed (rows the models were "
+        "trained on score better than new data). Exit codes: 0 done, 2 bad input, 1 other failure, 130 interrupted.",
+    )
+    parser.add_argument("--run", required=True, metavar="RUN_DIR",
+                        help="folder of a training run (the 'results:' folder it printed; it holds models/)")
+    parser.add_argument("--data", required=True, metavar="CSV",
+                        help="CSV in scikit-learn's or StatLib's layout; the target column (MedHouseVal or "
+                        "median_house_value) is optional")
+    parser.add_argument("--output", required=True, metavar="PRED_CSV",
+                        help="new CSV file for the predictions (never overwritten; its folder must exist)")
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help="predict with this model of the run only (e.g. xgboost); default: every model")
+    return parser
+
+
+def predict_main(argv: list[str]) -> int:
+    """``predict --run RUN_DIR --data CSV --output PRED_CSV [--model NAME]``: see :func:`steps.predict.predict_csv`.
+
+    Prints the metrics table (when the CSV has a target) and the output path on stdout, warnings
+    (``WARNING: ...``) and a one-line ``error: ...`` on stderr.
+
+    :returns: the exit code: 0 done, 2 bad input (argument, run folder, model name, CSV, output
+        path), 1 another failure (e.g. disk full while writing), 130 interrupted.
+    """
+    import signal
+
+    # Ctrl-C/SIGTERM raise KeyboardInterrupt, so the output's temporary file is removed on the way out.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    configure_console()
+    try:
+        args = build_predict_parser().parse_args(argv)
+        from steps.predict import predict_csv
+
+        predictions, metrics = predict_csv(args.run, args.data, args.output, model=args.model)
+    except (UsageError, ValueError, KeyboardInterrupt) as exc:  # argparse, DataError, PredictError: one line
+        print(f"error: {'interrupted' if isinstance(exc, KeyboardInterrupt) else exc}", file=sys.stderr)
+        return exit_code(exc)
+    except OSError as exc:  # e.g. the disk filled up while writing
+        print(f"error: {exc.filename or 'writing the predictions'}: {exc.strerror or exc}", file=sys.stderr)
+        return exit_code(exc)
+    if metrics is not None:
+        print(metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"predictions: {Path(args.output).expanduser().absolute()} ({len(predictions):,} rows, "
+          f"{', '.join(c for c in predictions.columns if c.startswith('pred_'))})")
+    return exit_code(None)
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record) -> str:
+        return f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+
+
+def configure_console() -> None:
+    """One line per message on stderr: the steps' progress and warnings (``steps.*`` loggers, INFO
+    and up) as ``info:``/``warning:``, and every Python warning from a library as ``warning: <text>``,
+    without the file path and source line Python prints by default."""
+    import warnings
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter())
+    logger = logging.getLogger("steps")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        (file or sys.stderr).write(f"warning: {text}\n")
+
+    warnings.showwarning = one_line
 
 
 def step_repository(root: Path = PROJECT_ROOT, required: bool = True) -> tuple[Optional[str], Optional[str]]:

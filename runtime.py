@@ -373,32 +373,6 @@ def write_step_code(folder: str, make_pipeline: Callable[[], object], step_names
     shutil.rmtree(os.environ["CLEARML_CACHE_DIR"], ignore_errors=True)
 
 
-class _OneLineFormatter(__import__("logging").Formatter):
-    def format(self, record) -> str:
-        return f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}"
-
-
-def configure_console() -> None:
-    """One line per message on stderr: the steps' progress and warnings (``steps.*`` loggers, INFO
-    and up) as ``info:``/``warning:``, and every Python warning from a library as ``warning: <text>``,
-    without the file path and source line Python prints by default."""
-    import logging
-    import warnings
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLineFormatter())
-    logger = logging.getLogger("steps")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-    def one_line(message, category, filename, lineno, file=None, line=None):
-        text = " ".join(str(message).split())
-        (file or sys.stderr).write(f"warning: {text}\n")
-
-    warnings.showwarning = one_line
-
-
 #: The controller task of this process's run, once the pipeline has started (see :func:`prepare_controller`).
 _controller = None
 

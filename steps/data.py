@@ -396,7 +396,7 @@ def load_dataset(data_path: str = "") -> pd.DataFrame:
         data gives its one error message and nothing else.
     """
     with _warnings_if_accepted():
-        frame = read_housing_csv(data_path) if data_path else fetch_sklearn_dataset()
+        frame = fetch_sklearn_dataset() if data_path in ("", "sklearn") else read_housing_csv(data_path)
         return validate_dataset(frame)
 
 

@@ -21,14 +21,14 @@ def resolve_data_path(path: str) -> str:
 
     Empty stays empty (the loader then downloads through scikit-learn).
     """
-    if not path or os.path.isabs(os.path.expanduser(path)):
+    if not path or path == "sklearn" or os.path.isabs(os.path.expanduser(path)):
         return os.path.expanduser(path)
     return str(PROJECT_ROOT / path)
 
 
 def portable_data_path(path: str) -> str:
     """``path`` relative to :data:`PROJECT_ROOT` when the file is inside the project, else absolute."""
-    if not path:
+    if not path or path == "sklearn":
         return path
     absolute = Path(path).expanduser().resolve()
     try:

@@ -11,7 +11,13 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+#: The data set shipped with the project (data/README.md): the default of --data, an absolute path.
+SHIPPED_DATA = str(Path(__file__).resolve().parent.parent / "data" / "cal_housing.csv")
+#: The --data value that downloads the data set through scikit-learn instead.
+SKLEARN_DATA = "sklearn"
 
 #: The models the pipeline can train, in the order they are reported.
 MODEL_KINDS: tuple[str, ...] = ("polynomial", "xgboost", "linear", "random_forest")
@@ -29,7 +35,8 @@ def _p(default: Any, help: str, flag: str = "") -> Any:
 class PipelineParameters:
     """Every parameter of the pipeline, with its default. Units: target in $100k."""
 
-    data_path: str = _p("", "CSV in scikit-learn's or StatLib's layout; empty: scikit-learn's download", "--data")
+    data_path: str = _p(SHIPPED_DATA, "CSV in scikit-learn's or StatLib's layout, or "
+                        f"'{SKLEARN_DATA}' to download it through scikit-learn", "--data")
     output_dir: str = _p("", "folder for metrics.csv, plots and models; empty: a new folder under runs/")
     models: str = _p("polynomial,xgboost", f"comma-separated models to train, of: {','.join(MODEL_KINDS)}")
     test_size: float = _p(0.2, "fraction of rows in the test set, in (0, 1)")
