@@ -197,7 +197,7 @@ CONTROLLER = dict(
 )
 
 
-@PipelineDecorator.pipeline(**CONTROLLER, return_value="metrics", pipeline_execution_queue=None, output_uri=True)
+@PipelineDecorator.pipeline(**CONTROLLER, return_value="metrics", pipeline_execution_queue=None)
 def tabular_regression_pipeline(
     data_path: str = DEFAULTS.data_path,
     output_dir: str = DEFAULTS.output_dir,

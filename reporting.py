@@ -137,7 +137,10 @@ def register_models(task, metrics: pd.DataFrame, paths: Mapping[str, Path]) -> N
     model files as artifacts ``model_<kind>`` with the same metadata instead.
     """
     from clearml import OutputModel, Task
+    from clearml.backend_api import Session
 
+    # the task's output destination, else the file server: a local path would not outlive the run
+    destination = None if Task.is_offline() else (task.get_output_destination() or Session.get_files_server_host())
     for row in metrics.itertuples():
         scores = {key: float(getattr(row, key)) for key in ("r2", "rmse", "mae")}
         weights = paths[f"models/{row.model}.joblib"]
@@ -152,4 +155,4 @@ def register_models(task, metrics: pd.DataFrame, paths: Mapping[str, Path]) -> N
         )
         for key, value in scores.items():
             model.set_metadata(key, f"{value:.6f}", v_type="float")
-        model.update_weights(weights_filename=str(weights), auto_delete_file=False)
+        model.update_weights(weights_filename=str(weights), upload_uri=destination, auto_delete_file=False)

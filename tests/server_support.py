@@ -71,12 +71,13 @@ class Api:
         return {name: node.get("executed") for name, node in self.dag(controller_id).items()}
 
     def last_scalars(self, task_id: str) -> dict[tuple[str, str], float]:
-        metrics = self("events.get_task_latest_scalar_values", task=task_id)["metrics"]
-        return {(m["name"], v["name"]): v["last_value"] for m in metrics for v in m["variants"]}
+        """``{(title, series): last value}`` of the task's scalars (its ``last_metrics``, as the UI's tables show)."""
+        metrics = self("tasks.get_all_ex", id=[task_id], only_fields=["last_metrics"])["tasks"][0]["last_metrics"]
+        return {(v["metric"], v["variant"]): v["value"] for m in metrics.values() for v in m.values()}
 
     def artifact_text(self, task_id: str, key: str) -> str:
         artifacts = {a["key"]: a for a in self.task(task_id)["execution"].get("artifacts", [])}
-        reply = requests.get(artifacts[key]["uri"], timeout=30)
+        reply = requests.get(artifacts[key]["uri"], headers=self.headers, timeout=30)
         reply.raise_for_status()
         return reply.text
 
