@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import steps.csv_files
 import steps.data
-import steps.evaluation
+import steps.outputs
 from steps.data import (
     FEATURES,
     STATLIB_COLUMNS,
@@ -43,7 +44,7 @@ from steps.data import (
     read_housing_csv,
     statlib_to_sklearn,
 )
-from steps.evaluation import OutputError, check_output_dir
+from steps.outputs import OutputError, check_output_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 N_ROWS = 300  # districts in the small CSVs: 240 train / 60 test rows
@@ -578,7 +579,7 @@ def test_unreadable_file_message(tmp_path, raw, monkeypatch):
     def refuse(file, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(steps.data, "open", refuse, raising=False)
+    monkeypatch.setattr(steps.csv_files, "open", refuse, raising=False)
     with pytest.raises(DataError, match=r"cannot read \S+data\.csv: Permission denied; check the file's permissions"):
         read_housing_csv(path)
 
@@ -589,7 +590,7 @@ def test_output_folder_in_a_read_only_folder(tmp_path, monkeypatch, exists):
     locked = tmp_path / "locked"
     (locked / "out").mkdir(parents=True) if exists else locked.mkdir()
     real_access = os.access
-    monkeypatch.setattr(steps.evaluation.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    monkeypatch.setattr(steps.outputs.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
     with pytest.raises(OutputError, match=rf"folder {re.escape(str(locked))} is not writable; choose a writable"):
         check_output_dir(locked / "out")
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from steps.evaluation import OutputError, check_output_dir, metrics_table, regression_metrics, write_run_outputs
+from steps.evaluation import metrics_table, regression_metrics
+from steps.outputs import OutputError, check_output_dir, write_run_outputs
 from steps.models import build_linear
 from steps.plots import error_distribution_plot, model_comparison_plot, prediction_plot
 
