@@ -21,8 +21,9 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import pandas as pd
 
-from steps.csv_files import count_data_rows, is_number, read_csv_chunks, read_header, to_numeric
+from steps.csv_files import CsvFormat, count_data_rows, is_number, read_csv_chunks, sniff_csv, to_numeric
 from steps.errors import DataError
+from steps.logs import library_warnings
 from steps.split import MIN_TEST_ROWS, MIN_TRAIN_ROWS, check_split_sizes, split_dataset
 
 __all__ = [  # the split's names are defined in steps.split and kept importable from here
@@ -72,31 +73,48 @@ CHUNK_ROWS = 500_000
 PROGRESS_BYTES = 50 * 2**20
 
 
-def _check_columns(path: Path, columns: list[str]) -> tuple[str, list[str]]:
-    """Decide the layout ('sklearn' or 'statlib') from the header; return it and the ignored extras."""
+def _check_columns(path: Path, columns: tuple[str, ...] | list[str]) -> tuple[str, list[str]]:
+    """Decide the layout ('sklearn' or 'statlib') from the header; return it and the ignored extras.
+
+    A column without a name (a row index saved with the data, e.g. by ``DataFrame.to_csv`` with its
+    default ``index=True``) is an extra named by its position: ``column 1 (no name: a saved row index?)``.
+    """
+    columns = list(columns)
     if columns and all(is_number(c) for c in columns):
         raise DataError(
             f"{path}: the first line holds numbers, not column names, so the CSV has no header row; add "
             f"the header line {','.join(STATLIB_COLUMNS)} (StatLib's cal_housing.data has none) or "
             f"{','.join((*FEATURES, TARGET))} as the first line"
         )
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    named = [c for c in columns if c]
+    duplicated = sorted({c for c in named if named.count(c) > 1})
     if duplicated:
         raise DataError(f"{path}: duplicated column(s) {', '.join(duplicated)}; keep one column of each name")
-    present = set(columns)
+    present = set(named)
     layouts = {"sklearn": (*FEATURES, TARGET), "statlib": STATLIB_COLUMNS}
     missing = {name: [c for c in cols if c not in present] for name, cols in layouts.items()}
     layout = min(missing, key=lambda name: len(missing[name]))
+    unknown = [c if c else f"column {i} (no name: a saved row index?)" for i, c in enumerate(columns, 1)
+               if c not in layouts[layout]]
     if missing[layout]:
-        unknown = [c for c in columns if c not in layouts[layout]]
         hint = f" (found unknown column(s): {', '.join(unknown)})" if unknown else ""
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing[layout])}{hint}; the CSV needs either "
             f"scikit-learn's columns ({','.join(layouts['sklearn'])}) or the StatLib columns "
             f"({','.join(STATLIB_COLUMNS)})"
         )
-    extra = [c for c in columns if c not in layouts[layout]]
-    return layout, extra
+    return layout, unknown
+
+
+def sniff_housing_csv(path: str | os.PathLike) -> tuple[CsvFormat, str, list[str]]:
+    """What the file is and which layout its header has: (format, ``'sklearn'`` or ``'statlib'``, ignored extras).
+
+    :raises DataError: see :func:`steps.csv_files.sniff_csv` (the file is not a CSV this reads) and
+        the header checks of :func:`read_housing_csv`.
+    """
+    fmt = sniff_csv(Path(path), expected_columns=(*FEATURES, TARGET, *STATLIB_COLUMNS))
+    layout, extra = _check_columns(Path(path), fmt.columns)
+    return fmt, layout, extra
 
 
 def statlib_to_sklearn(raw: pd.DataFrame) -> pd.DataFrame:
@@ -130,32 +148,36 @@ def statlib_to_sklearn(raw: pd.DataFrame) -> pd.DataFrame:
 def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str], None]] = None) -> pd.DataFrame:
     """Read a California Housing CSV in scikit-learn's or StatLib's column layout.
 
-    The delimiter (``, ; TAB |``) is detected from the header; columns may come in any order;
-    unknown extra columns are ignored with a warning. The file is read in chunks of
+    What the file is comes from :func:`steps.csv_files.sniff_csv`: plain, gzip, bz2, xz or a zip of
+    one file; UTF-8 (with or without BOM), UTF-16/UTF-32 (with or without BOM) or Windows-1252/Latin-1
+    text; any line ending; delimiter ``, ; TAB |`` or blanks. Columns may come in any order; numbers
+    may have thousands separators (``"2,810"``); unknown extra columns (and a saved row index,
+    named by its position) are ignored with a warning. The file is read in chunks of
     :data:`CHUNK_ROWS` rows converted to float64 one at a time, so memory stays close to the
     size of the result, and a progress line is passed to ``progress`` (default: the log) per chunk.
 
     :param path: the CSV file.
     :returns: DataFrame of n rows x (8 features + ``MedHouseVal`` in $100k), float64, not yet
         validated (see :func:`validate_dataset`).
-    :raises DataError: the file is missing, a folder, unreadable, empty, not a CSV table (binary,
-        zip, gzip, HTML), has no header row or only a header, lacks, duplicates or renames a needed
+    :raises DataError: the file is missing, a folder, unreadable, empty, not a CSV table (the
+        message names what it is: a spreadsheet, Parquet, SQLite, JSON, HTML, an archive of several
+        files, binary, ...), has no header row or only a header, lacks, duplicates or renames a needed
         column, has a non-numeric cell (or a decimal comma) or a negative count. Warnings (extra
         columns, districts with 0 households) are logged only once the file has been read without error.
     """
     path = Path(path)
-    columns, delimiter = read_header(path)
-    layout, extra = _check_columns(path, columns)
+    fmt, layout, extra = sniff_housing_csv(path)
     usecols = list((*FEATURES, TARGET) if layout == "sklearn" else STATLIB_COLUMNS)
     report = progress or log.info
     size = path.stat().st_size
     chunks = []
     rows = 0
-    for chunk in read_csv_chunks(path, delimiter, usecols, CHUNK_ROWS):
-        chunks.append(to_numeric(path, chunk, rows))
-        rows += len(chunk)
-        if size > PROGRESS_BYTES:
-            report(f"read {rows:,} rows of {path.name} ({size / 2**20:,.0f} MiB)")
+    with library_warnings(log, prefix=f"{path}: "):
+        for chunk in read_csv_chunks(path, fmt, usecols, CHUNK_ROWS):
+            chunks.append(to_numeric(path, chunk, rows, fmt.delimiter))
+            rows += len(chunk)
+            if size > PROGRESS_BYTES:
+                report(f"read {rows:,} rows of {path.name} ({size / 2**20:,.0f} MiB)")
     if rows == 0:
         raise DataError(f"{path} has a header but no data rows; pass a CSV with data rows")
     raw = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0].reset_index(drop=True)
@@ -293,7 +315,8 @@ def load_dataset(data_path: str = "") -> pd.DataFrame:
     """
     with _warnings_if_accepted():
         frame = read_housing_csv(data_path) if data_path else fetch_sklearn_dataset()
-        return validate_dataset(frame)
+        with library_warnings(log):
+            return validate_dataset(frame)
 
 
 @contextmanager
@@ -328,8 +351,8 @@ def check_csv(path: str | os.PathLike, test_size: float) -> int:
     :raises DataError: one line naming the problem and the fix.
     """
     path = Path(path)
-    _check_columns(path, read_header(path)[0])
-    n_rows = count_data_rows(path)
+    fmt, _, _ = sniff_housing_csv(path)
+    n_rows = count_data_rows(path, fmt)
     if n_rows == 0:
         raise DataError(f"{path} has a header but no data rows; pass a CSV with data rows")
     check_split_sizes(n_rows, test_size)

@@ -2,13 +2,22 @@
 
 Metrics are scikit-learn's: :func:`~sklearn.metrics.r2_score` (coefficient of determination),
 :func:`~sklearn.metrics.root_mean_squared_error` and :func:`~sklearn.metrics.mean_absolute_error`,
-both errors in the target's unit ($100k). Writing a run's files is :mod:`steps.outputs` (its names
+both errors in the target's unit ($100k).
+
+A score is only given where it means something. R^2 compares the errors with the spread of the
+true targets: for a constant test target (e.g. 12 districts all at the 5.00001 cap) it is
+undefined, and scikit-learn's formula divides by a rounding residue (R^2 = -1e28), so it is NaN
+here. With fewer than :data:`MIN_SCORE_ROWS` test rows (the split's own minimum,
+:data:`steps.split.MIN_TEST_ROWS` = 5) no metric is given: R^2, RMSE and MAE are NaN. Either
+case logs one warning on the ``steps.evaluation`` logger. Writing a run's files is :mod:`steps.outputs` (its names
 are still importable from here). Nothing here knows about ClearML.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import logging
+import math
+from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -24,20 +33,58 @@ from steps.outputs import (  # noqa: F401
     write_run_outputs,
 )
 
+from steps.logs import library_warnings
+from steps.split import MIN_TEST_ROWS
+
+log = logging.getLogger(__name__)
+
 METRIC_COLUMNS: tuple[str, ...] = ("model", "r2", "rmse", "mae", "n_test")
+#: Fewest test rows for which any metric is given (the split's minimum test set).
+MIN_SCORE_ROWS = MIN_TEST_ROWS
+#: A test target whose range is at most this fraction of its largest magnitude (at least 1) is constant.
+CONSTANT_RTOL = 1e-9
 
 
-def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    """R^2, RMSE and MAE of predictions.
+def score_problem(y_true) -> Optional[str]:
+    """Why the metrics of predictions of ``y_true`` (n true targets, $100k) cannot all be given, or None.
+
+    :returns: a sentence for a warning: fewer than :data:`MIN_SCORE_ROWS` rows (no metric), or a
+        constant target (no R^2; RMSE and MAE are valid).
+    """
+    y = np.asarray(y_true, dtype=float).ravel()
+    if len(y) < MIN_SCORE_ROWS:
+        return (f"only {len(y)} test row(s), fewer than the {MIN_SCORE_ROWS} a meaningful score needs: R2, RMSE "
+                "and MAE are NaN; use a larger --test-size or more data")
+    if _constant(y):
+        return (f"R2 is undefined: all {len(y)} test targets are {y[0]:g} ($100k), so R2 is NaN (RMSE and MAE "
+                "are valid); choose another --random-state or --test-size, or use more varied data")
+    return None
+
+
+def _constant(y: np.ndarray) -> bool:
+    return bool(np.ptp(y) <= CONSTANT_RTOL * max(1.0, float(np.abs(y).max())))
+
+
+def regression_metrics(y_true, y_pred, warn: bool = True) -> dict[str, float]:
+    """R^2, RMSE and MAE of predictions, NaN where undefined (see :func:`score_problem`).
 
     :param y_true: n true targets ($100k); ``y_pred``: n predictions ($100k).
-    :returns: ``{"r2": ..., "rmse": ..., "mae": ...}`` (RMSE and MAE in $100k).
+    :param warn: log :func:`score_problem`'s sentence as a warning when there is one.
+    :returns: ``{"r2": ..., "rmse": ..., "mae": ...}`` (RMSE and MAE in $100k); ``r2`` is NaN for a
+        constant ``y_true``, all three are NaN for fewer than :data:`MIN_SCORE_ROWS` rows.
     """
-    return {
-        "r2": float(r2_score(y_true, y_pred)),
-        "rmse": float(root_mean_squared_error(y_true, y_pred)),
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-    }
+    y = np.asarray(y_true, dtype=float).ravel()
+    problem = score_problem(y)
+    if problem and warn:
+        log.warning("%s", problem)
+    if len(y) < MIN_SCORE_ROWS:
+        return {"r2": math.nan, "rmse": math.nan, "mae": math.nan}
+    with library_warnings(log):
+        return {
+            "r2": math.nan if _constant(y) else float(r2_score(y, y_pred)),
+            "rmse": float(root_mean_squared_error(y, y_pred)),
+            "mae": float(mean_absolute_error(y, y_pred)),
+        }
 
 
 def predict_all(models: Mapping[str, object], X_test: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -46,6 +93,15 @@ def predict_all(models: Mapping[str, object], X_test: pd.DataFrame) -> dict[str,
 
 
 def metrics_table(y_test, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """One row per model with the columns :data:`METRIC_COLUMNS` (the content of ``metrics.csv``)."""
-    rows = [{"model": name, **regression_metrics(y_test, pred), "n_test": len(pred)} for name, pred in predictions.items()]
+    """One row per model with the columns :data:`METRIC_COLUMNS` (the content of ``metrics.csv``).
+
+    :param y_test: n_test true targets ($100k); ``predictions``: ``{model: (n_test,) array in $100k}``.
+    :returns: columns model, r2, rmse, mae ($100k), n_test; NaN where a metric is undefined, with
+        one warning for the whole table (see :func:`score_problem`).
+    """
+    problem = score_problem(y_test)
+    if problem and predictions:
+        log.warning("%s", problem)
+    rows = [{"model": name, **regression_metrics(y_test, pred, warn=False), "n_test": len(pred)}
+            for name, pred in predictions.items()]
     return pd.DataFrame(rows, columns=list(METRIC_COLUMNS))

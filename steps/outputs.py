@@ -1,22 +1,66 @@
-"""A run's output folder: where it goes, checking it, and writing its files all or nothing.
+"""A run's output folder: where it goes, claiming it, and writing its files all or nothing.
+
+Life of an output folder:
+
+1. :func:`claim_output_dir`, called by the command line before any step runs, creates the folder
+   (or takes an existing empty one) and holds an exclusive lock (:func:`fcntl.flock`) on a marker
+   file inside it, :data:`CLAIM_FILE`, for the rest of the process. A second run claiming the same
+   folder is refused at once; a folder that cannot be created or written is refused before any step.
+2. :func:`staged_output`, in the evaluate step, writes the results into a hidden staging folder
+   ``.partial-<random>`` inside the output folder, then moves them into place, ``metrics.csv``
+   last (its presence means the results are complete), and removes the marker. The step may run
+   in the claiming process, in a child process (ClearML's local mode: it inherits the claim's
+   token through the environment variable :data:`CLAIM_ENV`) or on another machine, where nothing
+   was claimed and it claims the (new or empty) folder itself for the time it writes.
+3. When the claiming process exits, the claim is released (:func:`release_output_dir`, registered
+   with :mod:`atexit`): the marker is removed, and so is the folder if the claim created it and no
+   result was written, so a refused, failed or interrupted run leaves no folder behind.
+
+A process killed with SIGKILL leaves its marker and maybe a staging folder; its lock dies with it,
+so the next claim sees that the marker is stale, removes both and proceeds. Neither is ever taken
+for results: results are the entries outside the hidden names, and ``metrics.csv`` comes last.
 
 Nothing here knows about ClearML; :mod:`steps.evaluation` computes what is written.
 """
 
 from __future__ import annotations
 
+import atexit
+import errno
+import fcntl
+import json
 import os
 import shutil
-import tempfile
+import socket
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Optional
 
 import pandas as pd
 
 from steps.errors import OutputError
+
+#: The marker file of a claimed output folder (removed once the results are in place).
+CLAIM_FILE = ".claimed-by-run"
+#: Prefix of the hidden staging folders inside the output folder.
+STAGE_PREFIX = ".partial-"
+#: Environment variable with this process tree's claim token (child processes inherit it).
+CLAIM_ENV = "STEPS_OUTPUT_CLAIM"
+#: The file moved into place last: its presence means a run's results are complete.
+LAST_FILE = "metrics.csv"
+
+
+class _Claim:
+    """An output folder claimed by this process: the open, locked marker file."""
+
+    def __init__(self, path: Path, fd: int, created: bool):
+        self.path, self.fd, self.created = path, fd, created
+
+
+#: The claims this process holds, by absolute path.
+_CLAIMS: dict[Path, _Claim] = {}
 
 
 def new_run_dir(root: str | os.PathLike = "runs") -> Path:
@@ -25,62 +69,298 @@ def new_run_dir(root: str | os.PathLike = "runs") -> Path:
     return Path(root) / f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+def _absolute(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir).expanduser().absolute()
+
+
+_OWN_TOKEN: list[str] = []
+
+
+def _token() -> str:
+    """This process's claim token, made by its first claim and put in :data:`CLAIM_ENV` for its child
+    processes (a token inherited from a parent is replaced: two runs started by one parent are two runs)."""
+    if not _OWN_TOKEN:
+        _OWN_TOKEN.append(uuid.uuid4().hex)
+        os.environ[CLAIM_ENV] = _OWN_TOKEN[0]
+    return _OWN_TOKEN[0]
+
+
+def _read_marker(path: Path) -> dict:
+    try:
+        return json.loads((path / CLAIM_FILE).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _owner(path: Path) -> str:
+    """Who holds the claim on ``path``: 'this run', 'free' (no marker, or a stale one), or 'another run ...'."""
+    if path in _CLAIMS:
+        return "this run"
+    marker = path / CLAIM_FILE
+    try:
+        fd = os.open(marker, os.O_RDONLY)
+    except FileNotFoundError:
+        return "free"
+    except OSError:
+        return "free"  # unreadable: the checks of the folder itself say why
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        info = _read_marker(path)
+        if info.get("token") and info.get("token") == os.environ.get(CLAIM_ENV):
+            return "this run"  # claimed by the process that started this step
+        return f"another run ({_holder(info)})"
+    finally:
+        os.close(fd)
+    return "free"  # a marker nobody holds: left by a run that was killed
+
+
+def _holder(info: dict) -> str:
+    return f"process {info['pid']} on {info.get('host', '?')}" if info.get("pid") else "another process"
+
+
+def _leftovers(path: Path) -> tuple[list[Path], list[Path]]:
+    """(stale entries of a claim: marker and staging folders; every other entry) of the folder ``path``."""
+    stale, other = [], []
+    for entry in path.iterdir():
+        (stale if entry.name == CLAIM_FILE or entry.name.startswith(STAGE_PREFIX) else other).append(entry)
+    return stale, other
+
+
 def check_output_dir(output_dir: str | os.PathLike) -> Path:
-    """Check that ``output_dir`` can receive a run's results, before anything runs.
+    """Check that ``output_dir`` can receive a run's results, before anything runs; nothing is left behind.
 
-    It may not exist yet (it is created) or be an empty folder; the nearest existing folder above
-    it must be writable, as the results are staged beside it and then moved into place
-    (see :func:`staged_output`).
+    It may not exist yet (it is then creatable: a probe folder is made and removed in the nearest
+    existing folder above it) or be an empty folder one can write in (probed the same way). A
+    marker and staging folders left by a killed run do not count as content. A folder claimed by
+    this run (:func:`claim_output_dir`, here or in the process that started this one) passes.
 
-    :raises OutputError: it is a file, a non-empty folder, or the folder above it is not writable.
+    :returns: the absolute path.
+    :raises OutputError: it is a symbolic link or a file, lies under a file, holds anything else,
+        is claimed by another running run, or cannot be created or written.
     """
-    path = Path(output_dir).expanduser().absolute()
+    path = _absolute(output_dir)
     if path.is_symlink():
         raise OutputError(f"output folder {path} is a symbolic link; pass the folder it points to, or a new one")
-    if path.is_dir() and os.path.ismount(path):
-        raise OutputError(f"output folder {path} is a mount point, which cannot be replaced; pass a new folder inside it")
     if path.exists() and not path.is_dir():
         raise OutputError(f"output folder {path} is a file; pass --output-dir with a folder path")
-    if path.is_dir() and any(path.iterdir()):
-        raise OutputError(
-            f"output folder {path} is not empty; pass a new or empty folder with --output-dir "
-            "(or leave it out for a new folder under runs/)"
-        )
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{parent} is a file, so {path} cannot be created; choose another --output-dir")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"folder {parent} is not writable; choose a writable --output-dir")
+    if path.is_dir():
+        owner = _owner(path)
+        if owner.startswith("another run"):
+            raise OutputError(f"output folder {path} is in use by {owner}; wait for it to finish or pass "
+                              "another --output-dir")
+        if _leftovers(path)[1]:
+            raise OutputError(
+                f"output folder {path} is not empty; pass a new or empty folder with --output-dir "
+                "(or leave it out for a new folder under runs/)"
+            )
+        if owner == "this run":
+            return path
+        where = path
+    else:
+        where = path.parent
+        while not where.exists():
+            where = where.parent
+        if not where.is_dir():
+            raise OutputError(f"{where} is a file, so {path} cannot be created; choose another --output-dir")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise OutputError(f"folder {where} is not writable; choose a writable --output-dir")
+    probe = where / f"{STAGE_PREFIX}probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise OutputError(f"cannot create folders in {where} ({exc.strerror or exc}), so {path} cannot hold the "
+                          "results; choose a writable --output-dir") from None
     return path
+
+
+def claim_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Claim ``output_dir`` for this run, atomically, before any step runs.
+
+    A new folder is made under a hidden name beside it with the locked marker file
+    :data:`CLAIM_FILE` inside, then renamed into place (atomic); an existing empty folder gets the
+    marker in place, locked with ``flock(LOCK_EX | LOCK_NB)``. Of two runs claiming at once, exactly
+    one wins; the other is refused at once. A marker nobody holds (its run was killed) and that run's
+    staging folders are removed. The claim lasts until :func:`release_output_dir` or the process
+    ends (released at exit); child processes inherit it (:data:`CLAIM_ENV`). Claiming a folder this
+    process already holds returns it again.
+
+    :returns: the absolute path of the claimed folder.
+    :raises OutputError: see :func:`check_output_dir`; also when another run holds the folder, or
+        creating the folder or the marker fails (e.g. ``/proc/foo``, a read-only file system).
+    """
+    path = check_output_dir(output_dir)
+    if path in _CLAIMS:
+        return path
+    for _ in range(5):  # a claim released while we opened its marker, or a folder made meanwhile: try again
+        if not path.exists() and _claim_new(path):
+            return path
+        created = False
+        if not path.is_dir() or path.is_symlink():
+            check_output_dir(path)  # raises: a file or link appeared, or it vanished (then: try again)
+            continue
+        marker = path / CLAIM_FILE
+        try:
+            fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot write in output folder {path} ({exc.strerror or exc}); choose a writable "
+                              "--output-dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OutputError(f"cannot lock output folder {path} ({exc.strerror}); choose a folder on a local "
+                                  "file system with --output-dir") from None
+            raise OutputError(f"output folder {path} is in use by another run ({_holder(_read_marker(path))}); "
+                              "wait for it to finish or pass another --output-dir") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(marker).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the marker was removed by its run between our open and our lock
+            os.close(fd)
+            continue
+        stale, other = _leftovers(path)
+        if other:  # results appeared (a run that finished while we waited for its marker)
+            os.close(fd)
+            check_output_dir(path)  # raises "not empty"
+        for entry in stale:
+            if entry.name != CLAIM_FILE:
+                shutil.rmtree(entry, ignore_errors=True)
+        _register(path, fd, created)
+        return path
+    raise OutputError(f"output folder {path} is being claimed and released by other runs; pass another --output-dir")
+
+
+def _claim_new(path: Path) -> bool:
+    """Claim the not yet existing folder ``path``: make it under a hidden name beside it with the marker
+    locked inside, then rename it into place (atomic; it fails if ``path`` appeared meanwhile and is
+    not empty). Returns False if ``path`` appeared meanwhile (the caller then claims it in place)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.parent / f".{path.name}.claim-{uuid.uuid4().hex[:8]}"
+        temp.mkdir()
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {path} ({exc.strerror or exc}); choose a writable "
+                          "--output-dir") from None
+    try:
+        fd = os.open(temp / CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise OutputError(f"cannot write in {path.parent} ({exc.strerror or exc}); choose a writable "
+                          "--output-dir") from None
+    _write_marker(fd)  # before the rename: a run refused at once can name this one
+    try:
+        os.rename(temp, path)
+    except OSError:  # it exists now (another run's claim, or the user's folder): claim it in place
+        os.close(fd)
+        shutil.rmtree(temp, ignore_errors=True)
+        return False
+    _register(path, fd, created=True)
+    return True
+
+
+def _write_marker(fd: int) -> None:
+    """Write who holds the claim into its marker: process id, host name, token, start time."""
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "token": _token(),
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+
+
+def _register(path: Path, fd: int, created: bool) -> None:
+    """Remember the claim (released at exit); the marker says who holds it."""
+    _write_marker(fd)
+    _CLAIMS[path] = _Claim(path, fd, created)
+
+
+def _remove_created(path: Path, created: bool) -> None:
+    if created:
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+def release_output_dir(output_dir: str | os.PathLike) -> None:
+    """Give up this process's claim on ``output_dir`` (nothing happens if it holds none).
+
+    The marker is removed if it is still this claim's; the folder too, if the claim created it and
+    it holds nothing but stale staging folders (a run that wrote no result leaves no folder).
+    Registered with :mod:`atexit` for every claim.
+    """
+    path = _absolute(output_dir)
+    claim = _CLAIMS.pop(path, None)
+    if claim is None:
+        return
+    marker = path / CLAIM_FILE
+    try:
+        if os.fstat(claim.fd).st_ino == os.stat(marker).st_ino:
+            marker.unlink()
+    except OSError:
+        pass
+    finally:
+        os.close(claim.fd)
+    if claim.created and path.is_dir():
+        stale, other = _leftovers(path)
+        if not other:
+            for entry in stale:
+                shutil.rmtree(entry, ignore_errors=True)
+            _remove_created(path, True)
+
+
+@atexit.register
+def _release_all() -> None:
+    for path in list(_CLAIMS):
+        release_output_dir(path)
 
 
 @contextmanager
 def staged_output(output_dir: str | os.PathLike) -> Iterator[Path]:
-    """Write a run's files into a hidden staging folder, then move them into ``output_dir`` at once.
+    """Write a run's files into a hidden staging folder inside ``output_dir``, then move them into place.
 
-    The staging folder is a sibling of ``output_dir`` (same file system), so the final
-    :func:`os.replace` is atomic: ``output_dir`` holds either every file or none. If the body
-    raises (or the process is interrupted) the staging folder is removed.
+    ``output_dir`` must be claimed by this run (:func:`claim_output_dir`, in this process or the one
+    that started it), or new or empty: then it is claimed here for the time of writing. The staging
+    folder ``<output_dir>/.partial-<random>`` is on the same file system, so each entry is moved with
+    an atomic :func:`os.replace`, ``metrics.csv`` last: ``output_dir`` holds every result or no
+    ``metrics.csv``. If the body raises (or the process is interrupted) the staging folder is
+    removed and nothing is moved. Once the results are in place, the claim's marker is removed.
 
     :yields: the staging folder to write into.
-    :raises OutputError: ``output_dir`` is unusable (see :func:`check_output_dir`).
+    :raises OutputError: ``output_dir`` is unusable (see :func:`check_output_dir`) or held by another run.
     """
     final = check_output_dir(output_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); results are an ordinary folder
+    claimed_here = _owner(final) != "this run" if final.is_dir() else True
+    if claimed_here:
+        claim_output_dir(final)
+    stage = final / f"{STAGE_PREFIX}{uuid.uuid4().hex[:8]}"
     try:
+        stage.mkdir()
         yield stage
-        if final.is_dir():
-            final.rmdir()  # empty, checked above
-        os.replace(stage, final)
+        entries = sorted(stage.iterdir(), key=lambda e: e.name == LAST_FILE)
+        for entry in entries:
+            os.replace(entry, final / entry.name)
+        stage.rmdir()
+        _finish(final)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+        if claimed_here:
+            release_output_dir(final)
+
+
+def _finish(path: Path) -> None:
+    """The results are in place: remove the claim's marker (the claim itself ends with its process)."""
+    claim = _CLAIMS.get(path)
+    marker = path / CLAIM_FILE
+    try:
+        if claim is None or os.fstat(claim.fd).st_ino == os.stat(marker).st_ino:
+            marker.unlink()
+    except OSError:
+        pass
 
 
 def write_run_files(
