@@ -20,10 +20,10 @@ import codecs
 import csv
 import gzip
 import io
-import json
 import lzma
 import re
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +137,14 @@ def _compression(head: bytes) -> Optional[str]:
 
 
 _COMPRESSED_NAME = {"gzip": "gzip-compressed", "bz2": "bzip2-compressed", "xz": "xz-compressed", "zip": "in a zip archive"}
+_ARCHIVE_NAME = {"gzip": "gzip", "bz2": "bzip2", "xz": "xz", "zip": "zip"}
+#: What reading a damaged compressed file raises.
+_DAMAGED = (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile, zlib.error)
+
+
+def _damaged(path: Path, compression: Optional[str], exc: BaseException) -> DataError:
+    return DataError(f"{path} is a damaged {_ARCHIVE_NAME.get(compression or '', 'compressed')} file ({exc}); "
+                     "decompress it again from its source, or pass the CSV file itself")
 
 
 def _zip_member(path: Path) -> str:
@@ -145,13 +153,13 @@ def _zip_member(path: Path) -> str:
         with zipfile.ZipFile(path) as archive:
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
             if "[Content_Types].xml" in names and any(n.startswith("xl/") for n in names):
-                raise _refuse(path, "an Excel workbook (.xlsx)", f"in Excel choose File > Save As > CSV UTF-8, or "
+                raise _refuse(path, "an Excel workbook (.xlsx)", "in Excel choose File > Save As > CSV UTF-8, or "
                               "python -c \"import pandas; pandas.read_excel('{path}').to_csv('data.csv', index=False)\" "
                               "(needs openpyxl)")
             if "mimetype" in names:
                 kind = archive.read("mimetype")[:100].decode("ascii", "replace")
                 if "opendocument.spreadsheet" in kind:
-                    raise _refuse(path, "an OpenDocument spreadsheet (.ods)", f"in LibreOffice choose File > Save As > "
+                    raise _refuse(path, "an OpenDocument spreadsheet (.ods)", "in LibreOffice choose File > Save As > "
                                   "Text CSV, or python -c \"import pandas; pandas.read_excel('{path}', engine='odf')"
                                   ".to_csv('data.csv', index=False)\" (needs odfpy)")
                 raise _refuse(path, f"an OpenDocument file ({kind.strip()})", "export the table as CSV and pass that file")
@@ -175,9 +183,8 @@ def _head(path: Path, compression: Optional[str], member: Optional[str]) -> byte
     with open_binary(path, compression, member) as fh:
         try:
             return fh.read(HEAD_BYTES)
-        except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path} is a damaged {_COMPRESSED_NAME[compression].split('-')[0]} file ({exc}); "
-                            "decompress it again from its source, or pass the CSV file itself") from None
+        except _DAMAGED as exc:
+            raise _damaged(path, compression, exc) from None
 
 
 @contextmanager
@@ -250,7 +257,7 @@ def _text_format(path: Path, text: str, inside: str) -> None:
     start = text.lstrip().lower()[:2000]
     if start.startswith("<"):
         if "urn:schemas-microsoft-com:office:spreadsheet" in start:
-            raise _refuse(path, "an Excel 2003 XML spreadsheet", f"in Excel choose File > Save As > CSV UTF-8", inside)
+            raise _refuse(path, "an Excel 2003 XML spreadsheet", "in Excel choose File > Save As > CSV UTF-8", inside)
         if "opendocument" in start and "office:document" in start:
             raise _refuse(path, "a flat OpenDocument spreadsheet (.fods)", "in LibreOffice choose File > Save As > "
                           "Text CSV", inside)
@@ -367,15 +374,6 @@ def sniff_csv(path: Path, expected_columns: Iterable[str] = ()) -> CsvFormat:
     return CsvFormat(compression, encoding, delimiter, columns, member)
 
 
-def describe(fmt: CsvFormat) -> str:
-    """A few words for a format, e.g. ``UTF-16 text, tab-separated, gzip-compressed``."""
-    names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe", WHITESPACE: "blank"}
-    words = [f"{codecs.lookup(fmt.encoding).name.upper()} text", f"{names[fmt.delimiter]}-separated"]
-    if fmt.compression:
-        words.append(_COMPRESSED_NAME[fmt.compression])
-    return ", ".join(words)
-
-
 # --------------------------------------------------------------------------- reading it
 
 
@@ -391,11 +389,16 @@ def count_data_rows(path: Path, fmt: Optional[CsvFormat] = None) -> int:
     :func:`sniff_csv` accepts (``fmt``: its result; sniffed when not given)."""
     path = Path(path)
     fmt = fmt or sniff_csv(path)
-    with open_text(path, fmt) as fh:
-        for line in fh:
-            if line.strip():  # the header: the first non-blank line, as pandas reads it
-                break
-        return sum(1 for line in fh if line.strip())
+    try:
+        with open_text(path, fmt) as fh:
+            for line in fh:
+                if line.strip():  # the header: the first non-blank line, as pandas reads it
+                    break
+            return sum(1 for line in fh if line.strip())
+    except _DAMAGED as exc:
+        if not fmt.compression:
+            raise DataError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}; check the file") from None
+        raise _damaged(path, fmt.compression, exc) from None
 
 
 def read_csv_chunks(path: Path, fmt: CsvFormat, usecols: Iterable[str], chunksize: int) -> Iterator[pd.DataFrame]:
@@ -421,9 +424,11 @@ def read_csv_chunks(path: Path, fmt: CsvFormat, usecols: Iterable[str], chunksiz
             for chunk in reader:
                 chunk.columns = [clean_name(c) for c in chunk.columns]
                 yield chunk
-    except (pd.errors.ParserError, UnicodeError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (pd.errors.ParserError, UnicodeError, ValueError, *_DAMAGED) as exc:
         if isinstance(exc, DataError):
             raise
+        if fmt.compression and isinstance(exc, _DAMAGED):
+            raise _damaged(path, fmt.compression, exc) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: not a well-formed CSV table ({first}); check the delimiter and quoting") from None
 

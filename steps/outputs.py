@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import atexit
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -36,11 +35,16 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping
 
 import pandas as pd
 
 from steps.errors import OutputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: claims are markers without a lock (not exclusive between runs there)
+    fcntl = None
 
 #: The marker file of a claimed output folder (removed once the results are in place).
 CLAIM_FILE = ".claimed-by-run"
@@ -50,6 +54,21 @@ STAGE_PREFIX = ".partial-"
 CLAIM_ENV = "STEPS_OUTPUT_CLAIM"
 #: The file moved into place last: its presence means a run's results are complete.
 LAST_FILE = "metrics.csv"
+
+
+def _try_lock(fd: int, exclusive: bool) -> bool:
+    """Lock the open marker ``fd`` without waiting; False if another process holds a lock on it.
+
+    Where locks are not available (Windows, a file system without them) this always succeeds:
+    the claim is then only a marker, and markers are then never taken for a run in progress.
+    """
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    return True
 
 
 class _Claim:
@@ -104,15 +123,14 @@ def _owner(path: Path) -> str:
     except OSError:
         return "free"  # unreadable: the checks of the folder itself say why
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
+        if _try_lock(fd, exclusive=False):
+            return "free"  # a marker nobody holds: left by a run that was killed
         info = _read_marker(path)
         if info.get("token") and info.get("token") == os.environ.get(CLAIM_ENV):
             return "this run"  # claimed by the process that started this step
         return f"another run ({_holder(info)})"
     finally:
         os.close(fd)
-    return "free"  # a marker nobody holds: left by a run that was killed
 
 
 def _holder(info: dict) -> str:
@@ -206,13 +224,8 @@ def claim_output_dir(output_dir: str | os.PathLike) -> Path:
         except OSError as exc:
             raise OutputError(f"cannot write in output folder {path} ({exc.strerror or exc}); choose a writable "
                               "--output-dir") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        if not _try_lock(fd, exclusive=True):
             os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OutputError(f"cannot lock output folder {path} ({exc.strerror}); choose a folder on a local "
-                                  "file system with --output-dir") from None
             raise OutputError(f"output folder {path} is in use by another run ({_holder(_read_marker(path))}); "
                               "wait for it to finish or pass another --output-dir") from None
         try:
@@ -247,7 +260,7 @@ def _claim_new(path: Path) -> bool:
                           "--output-dir") from None
     try:
         fd = os.open(temp / CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _try_lock(fd, exclusive=True)  # a new file: nobody else holds it
     except OSError as exc:
         shutil.rmtree(temp, ignore_errors=True)
         raise OutputError(f"cannot write in {path.parent} ({exc.strerror or exc}); choose a writable "

@@ -764,6 +764,9 @@ REFUSED = {
                         r"is empty \(gzip-compressed\); pass a CSV file with a header row and data rows"),
     "damaged_gzip": (lambda p, f, t: p.write_bytes(gzip.compress(t.encode())[:2000]),
                      r"is a damaged gzip file \(.*\); decompress it again from its source, or pass the CSV file itself"),
+    "gzip_cut_in_the_middle": (lambda p, f, t: p.write_bytes(gzip.compress(t.encode())[:300_000]),
+                               r"is a damaged gzip file \(.*\); decompress it again from its source, or pass the CSV "
+                               r"file itself"),
     "zstd": (_bytes(b"\x28\xb5\x2f\xfd" + bytes(64)), r"is a zstd-compressed file, not a CSV file; decompress it \(unzstd"),
     "pdf": (_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(64)), r"is a PDF document, not a CSV file"),
     "binary_noise": (_bytes(bytes(range(256)) * 8), r"is a binary file \(not text in any common encoding\), not a CSV "
@@ -971,3 +974,18 @@ def test_two_runs_into_the_same_new_folder_the_second_is_refused_before_any_step
         "wait for it to finish or pass another --output-dir"]
     assert not list((tmp_path / "c2").glob("offline/offline-*"))  # refused before ClearML started
     assert (out / "metrics.csv").is_file() and not (out / steps.outputs.CLAIM_FILE).exists()
+
+
+def test_without_file_locks_a_claim_is_a_marker_and_the_run_still_writes(tmp_path, monkeypatch, split42):
+    """Where fcntl is missing (Windows) the claim is only a marker: results are written all the same."""
+    from steps.evaluation import metrics_table
+    from steps.models import build_linear
+
+    monkeypatch.setattr(steps.outputs, "fcntl", None)
+    out = tmp_path / "out"
+    steps.outputs.claim_output_dir(out)
+    X_train, X_test, y_train, y_test = split42
+    model = build_linear().fit(X_train, y_train)
+    steps.outputs.write_run_outputs(out, metrics_table(y_test, {"linear": model.predict(X_test)}), {}, {})
+    steps.outputs.release_output_dir(out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "models"]
