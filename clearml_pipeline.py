@@ -82,7 +82,7 @@ def load(data_path: str = "", data_sha256: str = ""):
 )
 def split(dataset, test_size: float = 0.2, random_state: int = 42):
     """Train/test split (:func:`steps.data.split_dataset`)."""
-    from steps.data import split_dataset
+    from steps.split import split_dataset
 
     return split_dataset(dataset, test_size=test_size, random_state=random_state)
 
@@ -168,7 +168,9 @@ def evaluate(X_test, y_test, output_dir: str = "", polynomial=None, xgboost=None
     from clearml import Task
 
     from reporting import register_models, report_metrics, upload_result_files
-    from steps.evaluation import metrics_table, predict_all, staged_output, write_run_files
+    from steps.evaluation import metrics_table, predict_all
+    from steps.logs import library_warnings
+    from steps.outputs import staged_output, write_run_files
     from steps.plots import figure_titles, run_figures
 
     fitted = {name: model for name, model in (("polynomial", polynomial), ("xgboost", xgboost),
@@ -176,8 +178,9 @@ def evaluate(X_test, y_test, output_dir: str = "", polynomial=None, xgboost=None
               if model is not None}
     predictions = predict_all(fitted, X_test)
     metrics = metrics_table(y_test, predictions)
-    figures = run_figures(y_test, predictions, metrics)
-    report_metrics(metrics, y_test, predictions, figure_titles(list(predictions)))
+    with library_warnings(prefix="figures: "):
+        figures = run_figures(y_test, predictions, metrics)
+        report_metrics(metrics, y_test, predictions, figure_titles(list(predictions)))
     task = Task.current_task()
     # The files appear in output_dir only once the models are registered too: a run that fails
     # or is stopped before then leaves no results at all.

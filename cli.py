@@ -187,7 +187,7 @@ def checked_parameters(values: dict, check_data: bool = True) -> PipelineParamet
 
 def _checked_paths(params: PipelineParameters, check_data: bool) -> PipelineParameters:
     from steps.datafile import portable_data_path
-    from steps.evaluation import check_output_dir, new_run_dir
+    from steps.outputs import check_output_dir, new_run_dir
 
     if params.data_path:
         params = dataclasses.replace(params, data_path=os.path.expanduser(params.data_path))
@@ -377,6 +377,13 @@ def parse_startup(argv: list[str], environ: Mapping[str, str] = os.environ) -> S
             raise UsageError("usage: python clearml_pipeline.py step-code DIR [--mode remote] [options]; "
                              "DIR must be a new or empty folder")
     options, params = parse_command_line(argv)
+    if command == "run" and options.mode != "remote":  # remote: the folder is on the agent's machine
+        from steps.outputs import OutputError, claim_output_dir
+
+        try:  # atomically, before any step: a second run into the same folder is refused at once
+            claim_output_dir(params.output_dir)
+        except OutputError as exc:
+            raise UsageError(str(exc)) from None
     repository: tuple[Optional[str], Optional[str]] = (None, None)
     if options.mode != "offline":
         repository = step_repository(required=options.mode == "remote")

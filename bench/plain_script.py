@@ -18,7 +18,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as clearml_pipeline.py do
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steps.data import load_dataset, split_dataset  # noqa: E402
-from steps.evaluation import metrics_table, predict_all, write_run_outputs  # noqa: E402
+from steps.evaluation import metrics_table, predict_all  # noqa: E402
+from steps.outputs import write_run_outputs  # noqa: E402
 from steps.models import build_linear, build_polynomial, build_random_forest, build_xgboost, fit_xgboost  # noqa: E402
 from steps.params import DEFAULTS as P  # noqa: E402
 from steps.plots import run_figures  # noqa: E402

@@ -272,7 +272,7 @@ def measure_overhead(data: Path, reps: int, warmup: int, tmp: Path, logs: Path, 
 
     :returns: ``{"pipeline": [ChildRun], "plain": [ChildRun], "import_steps": [...], "import_clearml": [...]}``.
     """
-    libs = "import steps.data, steps.models, steps.evaluation, steps.plots, xgboost, joblib"
+    libs = "import steps.data, steps.models, steps.evaluation, steps.outputs, steps.plots, xgboost, joblib"
     commands = {
         "pipeline": [sys.executable, str(PIPELINE), "--data", str(data), "--output-dir"],
         "plain": [sys.executable, str(PLAIN), "--data", str(data), "--output-dir"],

@@ -1,27 +1,37 @@
-"""Load, validate and split the California Housing data set.
+"""The California Housing data set's rules: its layouts, their columns, and which values are usable.
 
 The data set is the 1990 U.S. census block-group table of Pace & Barry, "Sparse spatial
 autoregressions", Statistics & Probability Letters 33 (1997), distributed by StatLib and by
 scikit-learn (:func:`sklearn.datasets.fetch_california_housing`): 20,640 districts, 8 features,
 target ``MedHouseVal`` = median house value in units of $100,000.
 
-Nothing here knows about ClearML: every function takes and returns plain pandas/numpy objects.
+Reading files is :mod:`steps.csv_files`; the train/test split is :mod:`steps.split` (its names are also
+importable from here). Nothing here knows about ClearML: every function takes and returns plain
+pandas/numpy objects.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+
+from steps.csv_files import CsvFormat, count_data_rows, is_number, read_csv_chunks, sniff_csv, to_numeric
+from steps.errors import DataError
+from steps.logs import library_warnings
+from steps.split import MIN_TEST_ROWS, MIN_TRAIN_ROWS, check_split_sizes, split_dataset
+
+__all__ = [  # the split's names are defined in steps.split and kept importable from here
+    "FEATURES", "TARGET", "STATLIB_COLUMNS", "STATLIB_COUNTS", "NON_NEGATIVE_FEATURES", "MAX_ABS_VALUE",
+    "CHUNK_ROWS", "PROGRESS_BYTES", "DataError", "statlib_to_sklearn", "read_housing_csv", "fetch_sklearn_dataset",
+    "validate_dataset", "load_dataset", "check_csv", "MIN_TRAIN_ROWS", "MIN_TEST_ROWS", "check_split_sizes",
+    "split_dataset",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,133 +67,54 @@ NON_NEGATIVE_FEATURES: tuple[str, ...] = ("MedInc", "HouseAge", "AveRooms", "Ave
 #: Largest magnitude accepted for any value: far beyond real data, far below float overflow in the models.
 MAX_ABS_VALUE = 1e15
 
-#: Smallest train and test sets the pipeline accepts (XGBoost also holds out part of the train set).
-MIN_TRAIN_ROWS = 20
-MIN_TEST_ROWS = 5
 #: Rows read per chunk (memory stays close to the size of the result).
 CHUNK_ROWS = 500_000
 #: Files larger than this many bytes get a progress line per chunk read.
 PROGRESS_BYTES = 50 * 2**20
 
-_DELIMITERS = ",;\t|"
 
+def _check_columns(path: Path, columns: tuple[str, ...] | list[str]) -> tuple[str, list[str]]:
+    """Decide the layout ('sklearn' or 'statlib') from the header; return it and the ignored extras.
 
-class DataError(ValueError):
-    """The input data cannot be used; the message names the problem and the fix."""
-
-
-def _sniff_delimiter(path: Path, header: str) -> str:
-    """Return the delimiter of ``header`` among ``, ; TAB |`` (the one that splits it most)."""
-    try:
-        return csv.Sniffer().sniff(header, delimiters=_DELIMITERS).delimiter
-    except csv.Error:
-        counts = {d: header.count(d) for d in _DELIMITERS}
-        best = max(counts, key=counts.get)
-        if counts[best] == 0:
-            raise DataError(
-                f"{path}: the first line has no ',', ';', tab or '|' delimiter, so this is not a CSV "
-                "table; pass a CSV file with a header row"
-            ) from None
-        return best
-
-
-def _read_header(path: Path) -> tuple[list[str], str]:
-    """Check that ``path`` is a readable, non-empty text CSV and return (header columns, delimiter)."""
-    if not path.exists():
-        raise DataError(f"data file not found: {path}; pass --data with the path of a CSV file")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder, not a file; pass --data with the path of a CSV file")
-    if not path.is_file():
-        raise DataError(f"{path} is not a regular file (a pipe or device?); save the data to a CSV file "
-                        "and pass its path with --data")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(64 * 1024)
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}; check the file's permissions") from None
-    if not head.strip():
-        raise DataError(f"{path} is empty; pass a CSV file with a header row and data rows")
-    if head[:4] == b"PK\x03\x04":
-        raise DataError(f"{path} is a zip archive, not a CSV file; unzip it and pass the CSV inside")
-    if head[:2] == b"\x1f\x8b":
-        raise DataError(f"{path} is gzip-compressed; decompress it (gunzip) and pass the CSV file")
-    if b"\x00" in head:
-        raise DataError(f"{path} is a binary file, not a CSV text file; pass a CSV file")
-    try:
-        text = head.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = head.decode("latin-1")
-    lowered = text.lstrip().lower()
-    if lowered.startswith(("<!doctype html", "<html", "<?xml")) or "<html" in lowered[:1000]:
-        raise DataError(
-            f"{path} is an HTML/XML page, not a CSV file (a web page saved by mistake?); "
-            "download the raw CSV file instead"
-        )
-    header = text.splitlines()[0]
-    delimiter = _sniff_delimiter(path, header)
-    columns = [c.strip().strip('"').strip("'") for c in next(csv.reader([header], delimiter=delimiter))]
-    return columns, delimiter
-
-
-def _check_columns(path: Path, columns: list[str]) -> tuple[str, list[str]]:
-    """Decide the layout ('sklearn' or 'statlib') from the header; return it and the ignored extras."""
-    if columns and all(_is_number(c) for c in columns):
+    A column without a name (a row index saved with the data, e.g. by ``DataFrame.to_csv`` with its
+    default ``index=True``) is an extra named by its position: ``column 1 (no name: a saved row index?)``.
+    """
+    columns = list(columns)
+    if columns and all(is_number(c) for c in columns):
         raise DataError(
             f"{path}: the first line holds numbers, not column names, so the CSV has no header row; add "
             f"the header line {','.join(STATLIB_COLUMNS)} (StatLib's cal_housing.data has none) or "
             f"{','.join((*FEATURES, TARGET))} as the first line"
         )
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    named = [c for c in columns if c]
+    duplicated = sorted({c for c in named if named.count(c) > 1})
     if duplicated:
         raise DataError(f"{path}: duplicated column(s) {', '.join(duplicated)}; keep one column of each name")
-    present = set(columns)
+    present = set(named)
     layouts = {"sklearn": (*FEATURES, TARGET), "statlib": STATLIB_COLUMNS}
     missing = {name: [c for c in cols if c not in present] for name, cols in layouts.items()}
     layout = min(missing, key=lambda name: len(missing[name]))
+    unknown = [c if c else f"column {i} (no name: a saved row index?)" for i, c in enumerate(columns, 1)
+               if c not in layouts[layout]]
     if missing[layout]:
-        unknown = [c for c in columns if c not in layouts[layout]]
         hint = f" (found unknown column(s): {', '.join(unknown)})" if unknown else ""
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing[layout])}{hint}; the CSV needs either "
             f"scikit-learn's columns ({','.join(layouts['sklearn'])}) or the StatLib columns "
             f"({','.join(STATLIB_COLUMNS)})"
         )
-    extra = [c for c in columns if c not in layouts[layout]]
-    return layout, extra
+    return layout, unknown
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def sniff_housing_csv(path: str | os.PathLike) -> tuple[CsvFormat, str, list[str]]:
+    """What the file is and which layout its header has: (format, ``'sklearn'`` or ``'statlib'``, ignored extras).
 
-
-def _to_numeric(path: Path, chunk: pd.DataFrame, first_row: int) -> pd.DataFrame:
-    """Convert every column to float64; raise naming the first non-numeric cell (1-based data row)."""
-    out = {}
-    for col in chunk.columns:
-        values = chunk[col]
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            out[col] = values.astype("float64")
-            continue
-        numeric = pd.to_numeric(values, errors="coerce")
-        bad = numeric.isna() & values.notna() & (values.astype(str).str.strip() != "")
-        if bad.any():
-            pos = int(np.flatnonzero(bad.to_numpy())[0])
-            value = str(values.iloc[pos]).strip()
-            if re.fullmatch(r"[-+]?\d*,\d+", value):
-                raise DataError(
-                    f"{path}: column {col} has {value!r} in data row {first_row + pos + 1}, a number with a "
-                    "decimal comma; save the CSV with '.' as the decimal separator"
-                )
-            raise DataError(
-                f"{path}: column {col} has a non-numeric value {str(values.iloc[pos])!r} in data row "
-                f"{first_row + pos + 1}; fix or remove that row (every column must be numeric)"
-            )
-        out[col] = numeric.astype("float64")
-    return pd.DataFrame(out, index=chunk.index)
+    :raises DataError: see :func:`steps.csv_files.sniff_csv` (the file is not a CSV this reads) and
+        the header checks of :func:`read_housing_csv`.
+    """
+    fmt = sniff_csv(Path(path), expected_columns=(*FEATURES, TARGET, *STATLIB_COLUMNS))
+    layout, extra = _check_columns(Path(path), fmt.columns)
+    return fmt, layout, extra
 
 
 def statlib_to_sklearn(raw: pd.DataFrame) -> pd.DataFrame:
@@ -217,49 +148,36 @@ def statlib_to_sklearn(raw: pd.DataFrame) -> pd.DataFrame:
 def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str], None]] = None) -> pd.DataFrame:
     """Read a California Housing CSV in scikit-learn's or StatLib's column layout.
 
-    The delimiter (``, ; TAB |``) is detected from the header; columns may come in any order;
-    unknown extra columns are ignored with a warning. The file is read in chunks of
+    What the file is comes from :func:`steps.csv_files.sniff_csv`: plain, gzip, bz2, xz or a zip of
+    one file; UTF-8 (with or without BOM), UTF-16/UTF-32 (with or without BOM) or Windows-1252/Latin-1
+    text; any line ending; delimiter ``, ; TAB |`` or blanks. Columns may come in any order; numbers
+    may have thousands separators (``"2,810"``); unknown extra columns (and a saved row index,
+    named by its position) are ignored with a warning. The file is read in chunks of
     :data:`CHUNK_ROWS` rows converted to float64 one at a time, so memory stays close to the
     size of the result, and a progress line is passed to ``progress`` (default: the log) per chunk.
 
     :param path: the CSV file.
     :returns: DataFrame of n rows x (8 features + ``MedHouseVal`` in $100k), float64, not yet
         validated (see :func:`validate_dataset`).
-    :raises DataError: the file is missing, a folder, unreadable, empty, not a CSV table (binary,
-        zip, gzip, HTML), has no header row or only a header, lacks, duplicates or renames a needed
+    :raises DataError: the file is missing, a folder, unreadable, empty, not a CSV table (the
+        message names what it is: a spreadsheet, Parquet, SQLite, JSON, HTML, an archive of several
+        files, binary, ...), has no header row or only a header, lacks, duplicates or renames a needed
         column, has a non-numeric cell (or a decimal comma) or a negative count. Warnings (extra
         columns, districts with 0 households) are logged only once the file has been read without error.
     """
     path = Path(path)
-    columns, delimiter = _read_header(path)
-    layout, extra = _check_columns(path, columns)
+    fmt, layout, extra = sniff_housing_csv(path)
     usecols = list((*FEATURES, TARGET) if layout == "sklearn" else STATLIB_COLUMNS)
     report = progress or log.info
     size = path.stat().st_size
     chunks = []
     rows = 0
-    try:
-        reader = pd.read_csv(
-            path,
-            sep=delimiter,
-            usecols=lambda c: c.strip().strip('"').strip("'") in usecols,
-            chunksize=CHUNK_ROWS,
-            skipinitialspace=True,
-            encoding="utf-8-sig",
-            encoding_errors="replace",
-            low_memory=False,
-        )
-        for chunk in reader:
-            chunk.columns = [c.strip().strip('"').strip("'") for c in chunk.columns]
-            chunks.append(_to_numeric(path, chunk, rows))
+    with library_warnings(log, prefix=f"{path}: "):
+        for chunk in read_csv_chunks(path, fmt, usecols, CHUNK_ROWS):
+            chunks.append(to_numeric(path, chunk, rows, fmt.delimiter))
             rows += len(chunk)
             if size > PROGRESS_BYTES:
                 report(f"read {rows:,} rows of {path.name} ({size / 2**20:,.0f} MiB)")
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a well-formed CSV table ({first}); check the delimiter and quoting") from None
     if rows == 0:
         raise DataError(f"{path} has a header but no data rows; pass a CSV with data rows")
     raw = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0].reset_index(drop=True)
@@ -397,7 +315,8 @@ def load_dataset(data_path: str = "") -> pd.DataFrame:
     """
     with _warnings_if_accepted():
         frame = fetch_sklearn_dataset() if data_path in ("", "sklearn") else read_housing_csv(data_path)
-        return validate_dataset(frame)
+        with library_warnings(log):
+            return validate_dataset(frame)
 
 
 @contextmanager
@@ -420,58 +339,6 @@ def _warnings_if_accepted() -> Iterator[None]:
         log.handle(record)
 
 
-def _round_sig(value: float, up: bool, digits: int = 3) -> float:
-    """``value`` rounded up or down to ``digits`` significant digits (so a shown bound stays valid)."""
-    if value <= 0:
-        return 0.0
-    scale = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
-    steps = value / scale
-    steps = math.ceil(steps - 1e-9) if up else math.floor(steps + 1e-9)
-    return float(f"{steps * scale:.{digits}g}")
-
-
-def check_split_sizes(n_rows: int, test_size: float) -> None:
-    """Raise :class:`DataError` unless a ``test_size`` split of ``n_rows`` leaves enough rows each side.
-
-    The test set has ``ceil(n_rows * test_size)`` rows, as in :func:`sklearn.model_selection.train_test_split`.
-    The message proposes the range of ``test_size`` values that would work (each bound itself works).
-    """
-    minimum = MIN_TRAIN_ROWS + MIN_TEST_ROWS
-    if n_rows < minimum:
-        raise DataError(
-            f"only {n_rows} data row(s); the pipeline needs at least {minimum} rows ({MIN_TRAIN_ROWS} to "
-            f"train, {MIN_TEST_ROWS} to test), pass a CSV with more data rows"
-        )
-
-    def sizes(t: float) -> tuple[int, int]:
-        n_test = math.ceil(n_rows * t)
-        return n_rows - n_test, n_test
-
-    def fits(t: float) -> bool:
-        n_train, n_test = sizes(t)
-        return n_test >= MIN_TEST_ROWS and n_train >= MIN_TRAIN_ROWS
-
-    if fits(test_size):
-        return
-    n_train, n_test = sizes(test_size)
-    low = _round_sig(MIN_TEST_ROWS / n_rows, up=True)
-    high = _round_sig(1 - MIN_TRAIN_ROWS / n_rows, up=False)
-    while not fits(high) and high > low:  # float rounding at the very edge
-        high = _round_sig(high - 10.0 ** (math.floor(math.log10(high)) - 2), up=False)
-    raise DataError(
-        f"test_size {test_size:g} of {n_rows} rows leaves {n_train} train and {n_test} test rows; "
-        f"at least {MIN_TRAIN_ROWS} train and {MIN_TEST_ROWS} test rows are needed, choose a test_size "
-        f"between {low:g} and {high:g} or use more data"
-    )
-
-
-def count_data_rows(path: str | os.PathLike) -> int:
-    """Number of non-blank lines after the header of a CSV file (its data rows), read as a stream."""
-    with open(path, "rb") as fh:
-        next(fh, None)
-        return sum(1 for line in fh if line.strip())
-
-
 def check_csv(path: str | os.PathLike, test_size: float) -> int:
     """Cheap checks of a data file before any step runs: what can be known without parsing it.
 
@@ -484,28 +351,9 @@ def check_csv(path: str | os.PathLike, test_size: float) -> int:
     :raises DataError: one line naming the problem and the fix.
     """
     path = Path(path)
-    _check_columns(path, _read_header(path)[0])
-    n_rows = count_data_rows(path)
+    fmt, _, _ = sniff_housing_csv(path)
+    n_rows = count_data_rows(path, fmt)
     if n_rows == 0:
         raise DataError(f"{path} has a header but no data rows; pass a CSV with data rows")
     check_split_sizes(n_rows, test_size)
     return n_rows
-
-
-def split_dataset(
-    data: pd.DataFrame, test_size: float = 0.2, random_state: int = 42
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
-    """Shuffle and split into train and test sets (:func:`sklearn.model_selection.train_test_split`).
-
-    :param data: validated DataFrame, n rows x (8 features + ``MedHouseVal``).
-    :param test_size: fraction of rows in the test set, in (0, 1).
-    :param random_state: seed of the shuffle.
-    :returns: ``X_train`` (n_train x 8), ``X_test`` (n_test x 8), ``y_train`` (n_train,),
-        ``y_test`` (n_test,) in $100k, with n_test = ceil(n * test_size).
-    :raises DataError: either side would be smaller than the minimum.
-    """
-    check_split_sizes(len(data), test_size)
-    X = data[list(FEATURES)]
-    y = data[TARGET]
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, random_state=random_state)
-    return X_train, X_test, y_train, y_test

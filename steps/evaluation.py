@@ -1,43 +1,90 @@
-"""Test-set metrics of the regressors, and the files a run leaves behind.
+"""Test-set metrics of the regressors.
 
 Metrics are scikit-learn's: :func:`~sklearn.metrics.r2_score` (coefficient of determination),
 :func:`~sklearn.metrics.root_mean_squared_error` and :func:`~sklearn.metrics.mean_absolute_error`,
-both errors in the target's unit ($100k). Nothing here knows about ClearML.
+both errors in the target's unit ($100k).
+
+A score is only given where it means something. R^2 compares the errors with the spread of the
+true targets: for a constant test target (e.g. 12 districts all at the 5.00001 cap) it is
+undefined, and scikit-learn's formula divides by a rounding residue (R^2 = -1e28), so it is NaN
+here. With fewer than :data:`MIN_SCORE_ROWS` test rows (the split's own minimum,
+:data:`steps.split.MIN_TEST_ROWS` = 5) no metric is given: R^2, RMSE and MAE are NaN. Either
+case logs one warning on the ``steps.evaluation`` logger. Writing a run's files is :mod:`steps.outputs` (its names
+are still importable from here). Nothing here knows about ClearML.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import uuid
-from contextlib import contextmanager
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Iterator, Mapping
+import logging
+import math
+from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
+# Kept importable from here (clearml_pipeline.py and older code); defined in steps.outputs.
+from steps.outputs import (  # noqa: F401
+    OutputError,
+    check_output_dir,
+    new_run_dir,
+    staged_output,
+    write_run_files,
+    write_run_outputs,
+)
+
+from steps.logs import library_warnings
+from steps.split import MIN_TEST_ROWS
+
+log = logging.getLogger(__name__)
+
 METRIC_COLUMNS: tuple[str, ...] = ("model", "r2", "rmse", "mae", "n_test")
+#: Fewest test rows for which any metric is given (the split's minimum test set).
+MIN_SCORE_ROWS = MIN_TEST_ROWS
+#: A test target whose range is at most this fraction of its largest magnitude (at least 1) is constant.
+CONSTANT_RTOL = 1e-9
 
 
-class OutputError(ValueError):
-    """The output folder cannot be used; the message names the fix."""
+def score_problem(y_true) -> Optional[str]:
+    """Why the metrics of predictions of ``y_true`` (n true targets, $100k) cannot all be given, or None.
+
+    :returns: a sentence for a warning: fewer than :data:`MIN_SCORE_ROWS` rows (no metric), or a
+        constant target (no R^2; RMSE and MAE are valid).
+    """
+    y = np.asarray(y_true, dtype=float).ravel()
+    if len(y) < MIN_SCORE_ROWS:
+        return (f"only {len(y)} test row(s), fewer than the {MIN_SCORE_ROWS} a meaningful score needs: R2, RMSE "
+                "and MAE are NaN; use a larger --test-size or more data")
+    if _constant(y):
+        return (f"R2 is undefined: all {len(y)} test targets are {y[0]:g} ($100k), so R2 is NaN (RMSE and MAE "
+                "are valid); choose another --random-state or --test-size, or use more varied data")
+    return None
 
 
-def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    """R^2, RMSE and MAE of predictions.
+def _constant(y: np.ndarray) -> bool:
+    return bool(np.ptp(y) <= CONSTANT_RTOL * max(1.0, float(np.abs(y).max())))
+
+
+def regression_metrics(y_true, y_pred, warn: bool = True) -> dict[str, float]:
+    """R^2, RMSE and MAE of predictions, NaN where undefined (see :func:`score_problem`).
 
     :param y_true: n true targets ($100k); ``y_pred``: n predictions ($100k).
-    :returns: ``{"r2": ..., "rmse": ..., "mae": ...}`` (RMSE and MAE in $100k).
+    :param warn: log :func:`score_problem`'s sentence as a warning when there is one.
+    :returns: ``{"r2": ..., "rmse": ..., "mae": ...}`` (RMSE and MAE in $100k); ``r2`` is NaN for a
+        constant ``y_true``, all three are NaN for fewer than :data:`MIN_SCORE_ROWS` rows.
     """
-    return {
-        "r2": float(r2_score(y_true, y_pred)),
-        "rmse": float(root_mean_squared_error(y_true, y_pred)),
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-    }
+    y = np.asarray(y_true, dtype=float).ravel()
+    problem = score_problem(y)
+    if problem and warn:
+        log.warning("%s", problem)
+    if len(y) < MIN_SCORE_ROWS:
+        return {"r2": math.nan, "rmse": math.nan, "mae": math.nan}
+    with library_warnings(log):
+        return {
+            "r2": math.nan if _constant(y) else float(r2_score(y, y_pred)),
+            "rmse": float(root_mean_squared_error(y, y_pred)),
+            "mae": float(mean_absolute_error(y, y_pred)),
+        }
 
 
 def predict_all(models: Mapping[str, object], X_test: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -46,129 +93,15 @@ def predict_all(models: Mapping[str, object], X_test: pd.DataFrame) -> dict[str,
 
 
 def metrics_table(y_test, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """One row per model with the columns :data:`METRIC_COLUMNS` (the content of ``metrics.csv``)."""
-    rows = [{"model": name, **regression_metrics(y_test, pred), "n_test": len(pred)} for name, pred in predictions.items()]
+    """One row per model with the columns :data:`METRIC_COLUMNS` (the content of ``metrics.csv``).
+
+    :param y_test: n_test true targets ($100k); ``predictions``: ``{model: (n_test,) array in $100k}``.
+    :returns: columns model, r2, rmse, mae ($100k), n_test; NaN where a metric is undefined, with
+        one warning for the whole table (see :func:`score_problem`).
+    """
+    problem = score_problem(y_test)
+    if problem and predictions:
+        log.warning("%s", problem)
+    rows = [{"model": name, **regression_metrics(y_test, pred, warn=False), "n_test": len(pred)}
+            for name, pred in predictions.items()]
     return pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
-
-
-def new_run_dir(root: str | os.PathLike = "runs") -> Path:
-    """A fresh, not yet created path ``<root>/<UTC time>-<random>``; two runs never get the same one."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{stamp}-{uuid.uuid4().hex[:6]}"
-
-
-def check_output_dir(output_dir: str | os.PathLike) -> Path:
-    """Check that ``output_dir`` can receive a run's results, before anything runs.
-
-    It may not exist yet (it is created) or be an empty folder; the nearest existing folder above
-    it must be writable, as the results are staged beside it and then moved into place
-    (see :func:`staged_output`).
-
-    :raises OutputError: it is a file, a non-empty folder, or the folder above it is not writable.
-    """
-    path = Path(output_dir).expanduser().absolute()
-    if path.is_symlink():
-        raise OutputError(f"output folder {path} is a symbolic link; pass the folder it points to, or a new one")
-    if path.is_dir() and os.path.ismount(path):
-        raise OutputError(f"output folder {path} is a mount point, which cannot be replaced; pass a new folder inside it")
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output folder {path} is a file; pass --output-dir with a folder path")
-    if path.is_dir() and any(path.iterdir()):
-        raise OutputError(
-            f"output folder {path} is not empty; pass a new or empty folder with --output-dir "
-            "(or leave it out for a new folder under runs/)"
-        )
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{parent} is a file, so {path} cannot be created; choose another --output-dir")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"folder {parent} is not writable; choose a writable --output-dir")
-    return path
-
-
-@contextmanager
-def staged_output(output_dir: str | os.PathLike) -> Iterator[Path]:
-    """Write a run's files into a hidden staging folder, then move them into ``output_dir`` at once.
-
-    The staging folder is a sibling of ``output_dir`` (same file system), so the final
-    :func:`os.replace` is atomic: ``output_dir`` holds either every file or none. If the body
-    raises (or the process is interrupted) the staging folder is removed.
-
-    :yields: the staging folder to write into.
-    :raises OutputError: ``output_dir`` is unusable (see :func:`check_output_dir`).
-    """
-    final = check_output_dir(output_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); results are an ordinary folder
-    try:
-        yield stage
-        if final.is_dir():
-            final.rmdir()  # empty, checked above
-        os.replace(stage, final)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
-
-
-def write_run_files(
-    folder: str | os.PathLike,
-    metrics: pd.DataFrame,
-    figures: Mapping[str, object],
-    models: Mapping[str, object],
-) -> dict[str, Path]:
-    """Write ``metrics.csv``, every figure as PNG and every model into ``folder`` (which exists).
-
-    Files: ``metrics.csv``; ``<name>.png`` per figure; per model ``models/<model>.joblib`` (the
-    fitted scikit-learn estimator, :func:`joblib.dump`; loading it needs this project's ``steps``
-    package importable) and, for XGBoost, ``models/xgboost.json`` (the booster in XGBoost's own
-    JSON format, loadable with :meth:`xgboost.Booster.load_model`, cut to the rounds early stopping
-    kept, so it predicts as the estimator does; it expects the 8 features + 5 rotated coordinates
-    of :func:`steps.models.add_rotated_coordinates`).
-
-    :param metrics: the :func:`metrics_table`; ``figures``: ``{file stem: matplotlib Figure}``;
-        ``models``: ``{model name: fitted estimator}``.
-    :returns: ``{file name relative to folder: path}``.
-    """
-    import joblib
-
-    folder = Path(folder)
-    written: list[str] = []
-    metrics.to_csv(folder / "metrics.csv", index=False)
-    written.append("metrics.csv")
-    for stem, fig in figures.items():
-        fig.savefig(folder / f"{stem}.png", format="png", dpi=100)
-        written.append(f"{stem}.png")
-    (folder / "models").mkdir()
-    for name, model in models.items():
-        joblib.dump(model, folder / "models" / f"{name}.joblib")
-        written.append(f"models/{name}.joblib")
-        if name == "xgboost":
-            booster = model[-1].get_booster()
-            best = getattr(model[-1], "best_iteration", None)
-            if best is not None:  # keep the rounds early stopping chose, as the estimator predicts
-                booster = booster[: best + 1]
-            booster.save_model(str(folder / "models" / "xgboost.json"))
-            written.append("models/xgboost.json")
-    return {rel: folder / rel for rel in written}
-
-
-def write_run_outputs(
-    output_dir: str | os.PathLike,
-    metrics: pd.DataFrame,
-    figures: Mapping[str, object],
-    models: Mapping[str, object],
-) -> dict[str, Path]:
-    """:func:`write_run_files` into ``output_dir``, all or nothing (through :func:`staged_output`).
-
-    :returns: ``{file name relative to output_dir: final path}``.
-    :raises OutputError: the folder is unusable (checked before anything is written).
-    """
-    with staged_output(output_dir) as stage:
-        written = write_run_files(stage, metrics, figures, models)
-    final = Path(output_dir).expanduser().absolute()
-    return {rel: final / rel for rel in written}

@@ -50,6 +50,6 @@ def housing(housing_csv):
 @pytest.fixture(scope="session")
 def split42(housing):
     """The default train/test split (test_size 0.2, random_state 42)."""
-    from steps.data import split_dataset
+    from steps.split import split_dataset
 
     return split_dataset(housing, test_size=0.2, random_state=42)

@@ -13,11 +13,13 @@ ClearML offline session: the pipeline never started.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gzip
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import zipfile
@@ -30,8 +32,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import steps.csv_files
 import steps.data
-import steps.evaluation
+import steps.outputs
 from steps.data import (
     FEATURES,
     STATLIB_COLUMNS,
@@ -43,7 +46,7 @@ from steps.data import (
     read_housing_csv,
     statlib_to_sklearn,
 )
-from steps.evaluation import OutputError, check_output_dir
+from steps.outputs import OutputError, check_output_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 N_ROWS = 300  # districts in the small CSVs: 240 train / 60 test rows
@@ -102,15 +105,25 @@ def write_bytes(data: bytes, name: str = "data.csv") -> Callable[[Path, pd.DataF
 
 
 def zipped(folder: Path, frame: pd.DataFrame) -> Path:
+    """A zip archive of the CSV and a README, as a download of the data set often is."""
     inner = write(frame, folder, "cal_housing.csv")
     with zipfile.ZipFile(folder / "data.csv", "w") as archive:
         archive.write(inner, "cal_housing.csv")
+        archive.writestr("README.txt", "California Housing, StatLib\n")
     return folder / "data.csv"
 
 
 def gzipped(folder: Path, frame: pd.DataFrame) -> Path:
     (folder / "data.csv").write_bytes(gzip.compress(frame.to_csv(index=False).encode()))
     return folder / "data.csv"
+
+
+def with_thousands(frame: pd.DataFrame) -> pd.DataFrame:
+    """The count columns written with thousands separators ("2,810"), as a spreadsheet's number format does."""
+    out = frame.astype(object)
+    for col in ("total_rooms", "total_bedrooms", "population", "households", "median_house_value"):
+        out[col] = [f"{v:,.0f}" for v in frame[col]]
+    return out
 
 
 def duplicated_latitude(folder: Path, frame: pd.DataFrame) -> Path:
@@ -161,10 +174,11 @@ DATA_ERRORS = {
                        expect=(r"data\.csv is empty", r"pass a CSV file with a header row and data rows")),
     "header_only": Case(lambda d, f: write(f.head(0), d),
                         expect=(r"data\.csv has a header but no data rows", r"pass a CSV with data rows")),
-    "binary_file": Case(write_bytes(PNG_BYTES), expect=(r"is a binary file, not a CSV text file", r"pass a CSV file")),
-    "zip_archive": Case(zipped, expect=(r"is a zip archive, not a CSV file", r"unzip it and pass the CSV inside")),
-    "gzip_file": Case(gzipped, expect=(r"is gzip-compressed", r"decompress it \(gunzip\)")),
-    "html_page": Case(write_bytes(HTML_PAGE), expect=(r"is an HTML/XML page, not a CSV file", r"download the raw CSV")),
+    "binary_file": Case(write_bytes(PNG_BYTES), expect=(r"data\.csv is a PNG image, not a CSV file; pass the CSV file",)),
+    "zip_archive": Case(zipped, expect=(r"data\.csv is a zip archive of 2 files \(cal_housing\.csv, README\.txt\), not a "
+                                        r"CSV file; unzip it and pass the CSV file itself",)),
+    "html_page": Case(write_bytes(HTML_PAGE), expect=(r"is an HTML page \(a web page saved by mistake\?\), not a CSV file",
+                                                      r"download the raw CSV")),
     "plain_text": Case(write_bytes(b"California housing prices\nsee the attached table\n"),
                        expect=(r"no ',', ';', tab or '\|' delimiter, so this is not a CSV table",
                                r"pass a CSV file with a header row")),
@@ -204,7 +218,7 @@ DATA_ERRORS = {
                                                  r"choose a test_size between 0\.0167 and 0\.933")),
 }
 for _name in ("missing_file", "folder", "unreadable", "empty_file", "binary_file", "zip_archive",
-              "gzip_file", "html_page", "plain_text", "no_header_row", "missing_column", "renamed_column",
+              "html_page", "plain_text", "no_header_row", "missing_column", "renamed_column",
               "duplicated_column"):
     DATA_ERRORS[_name] = dataclasses.replace(DATA_ERRORS[_name], early=True)  # the header is checked first
 
@@ -273,6 +287,10 @@ OUTPUT_ERRORS = {
                                  expect=(r"output folder \S+/out is not empty; pass a new or empty folder",)),
     "output_dir_not_writable": Case(output=_out_not_writable, skip_as_root=True, early=True,
                                     expect=(r"folder \S+/locked is not writable; choose a writable --output-dir",)),
+    # issue 10: refused before any step, not after training with a FileNotFoundError on the staging folder
+    "output_dir_in_proc": Case(output=lambda d: Path("/proc") / f"foo-{d.name}", early=True,
+                               expect=(r"cannot create folders in /proc \(No such file or directory\), so /proc/foo-\S+ "
+                                       r"cannot hold the results; choose a writable --output-dir",)),
 }
 PARAMETER_ERRORS.update(OUTPUT_ERRORS)
 
@@ -306,6 +324,11 @@ WORKS = {
     "semicolon_columns_reversed": Case(lambda d, f: write(f[list(reversed(f.columns))], d, sep=";")),
     "tab_sklearn_layout_other_order": Case(lambda d, f: write(to_sklearn_layout(f), d, sep="\t")),
     "repairable_data": Case(repairable, expect=WARNED),
+    # issue 10: files people really have, read as pandas reads them
+    "old_mac_line_endings": Case(lambda d, f: write_bytes(f.to_csv(index=False).replace("\n", "\r").encode())(d, f)),
+    "thousands_separators": Case(lambda d, f: write(with_thousands(f), d)),
+    "utf16_excel_unicode_text": Case(lambda d, f: write(f, d, sep="\t", encoding="utf-16")),
+    "gzip_csv": Case(gzipped),
 }
 CASES = {**DATA_ERRORS, **PARAMETER_ERRORS, **ARGPARSE_ERRORS, **WORKS}
 
@@ -578,20 +601,30 @@ def test_unreadable_file_message(tmp_path, raw, monkeypatch):
     def refuse(file, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(steps.data, "open", refuse, raising=False)
+    monkeypatch.setattr(steps.csv_files, "open", refuse, raising=False)
     with pytest.raises(DataError, match=r"cannot read \S+data\.csv: Permission denied; check the file's permissions"):
         read_housing_csv(path)
 
 
-@pytest.mark.parametrize("exists", [False, True], ids=["new", "existing_empty"])
-def test_output_folder_in_a_read_only_folder(tmp_path, monkeypatch, exists):
-    """The results are staged beside the output folder, so the folder above it must be writable."""
+def test_output_folder_in_a_read_only_folder(tmp_path, monkeypatch, split42):
+    """The results are staged inside the output folder: a new folder needs a writable parent, an
+    existing empty one only needs to be writable itself (a read-only parent is no matter)."""
+    from steps.evaluation import metrics_table
+    from steps.models import build_linear
+
     locked = tmp_path / "locked"
-    (locked / "out").mkdir(parents=True) if exists else locked.mkdir()
+    locked.mkdir()
     real_access = os.access
-    monkeypatch.setattr(steps.evaluation.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    monkeypatch.setattr(steps.outputs.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
     with pytest.raises(OutputError, match=rf"folder {re.escape(str(locked))} is not writable; choose a writable"):
         check_output_dir(locked / "out")
+    (locked / "out").mkdir()
+    X_train, X_test, y_train, y_test = split42
+    model = build_linear().fit(X_train, y_train)
+    metrics = metrics_table(y_test, {"linear": model.predict(X_test)})
+    steps.outputs.write_run_outputs(locked / "out", metrics, {}, {"linear": model})
+    assert sorted(p.name for p in locked.iterdir()) == ["out"]
+    assert sorted(p.name for p in (locked / "out").iterdir()) == ["metrics.csv", "models"]
 
 
 @pytest.mark.parametrize("n_rows", [25, 26, 45, 99, 300, 20640])
@@ -620,3 +653,339 @@ def test_check_csv_counts_rows_and_checks_the_split(tmp_path, raw):
         check_csv(write(raw.head(0), tmp_path, "header.csv"), 0.2)
     with pytest.raises(DataError, match=r"only 24 data row\(s\); the pipeline needs at least 25"):
         check_csv(write(raw.head(24), tmp_path, "small.csv"), 0.2)
+
+
+# --------------------------------------------------------------------------- issue 10: the files people really have
+# Every file is the real StatLib CSV (20,640 districts), converted with one line of pandas, the
+# standard library or plain bytes. A readable file must give exactly the data set of the CSV; any
+# other must be refused, before any step (check_csv, as the command line does) and by the load
+# step alike, with a message naming what the file is and how to convert it.
+
+
+def _excel_unicode_text(path: Path, frame: pd.DataFrame, text: str) -> None:
+    frame.to_csv(path, sep="\t", index=False, encoding="utf-16")  # Excel's "Unicode Text": UTF-16 LE + BOM, tabs
+
+
+def _zip_of(*members: str):
+    def make(path: Path, frame: pd.DataFrame, text: str) -> None:
+        with zipfile.ZipFile(path, "w") as archive:
+            for name in members:
+                archive.writestr(name, text if name.endswith(".csv") else "<x/>")
+    return make
+
+
+def _xlsx(path: Path, frame: pd.DataFrame, text: str) -> None:
+    """The package parts every .xlsx has (openpyxl is not installed here to write a full workbook)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+        archive.writestr("xl/worksheets/sheet1.xml", "<worksheet/>")
+
+
+def _ods(path: Path, frame: pd.DataFrame, text: str) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", "<office:document-content/>")
+
+
+def _sqlite(path: Path, frame: pd.DataFrame, text: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        frame.to_sql("housing", con, index=False)
+
+
+def _bytes(data: bytes):
+    return lambda path, frame, text: path.write_bytes(data)
+
+
+def _text(fn):
+    return lambda path, frame, text: path.write_bytes(fn(text))
+
+
+#: name -> how the real CSV is converted: ``make(path, frame, text)`` with the CSV as a DataFrame and as text.
+READABLE = {
+    "old_mac_line_endings": _text(lambda t: t.replace("\n", "\r").encode()),  # tr '\n' '\r'
+    "windows_line_endings": _text(lambda t: t.replace("\n", "\r\n").encode()),
+    "utf8_bom": _text(lambda t: codecs.BOM_UTF8 + t.encode()),
+    "utf16_excel_unicode_text": _excel_unicode_text,
+    "utf16_le_without_bom": _text(lambda t: t.encode("utf-16-le")),
+    "utf16_be_without_bom": _text(lambda t: t.encode("utf-16-be")),
+    "utf32_with_bom": lambda p, f, t: f.to_csv(p, index=False, encoding="utf-32"),
+    "utf32_be_without_bom": _text(lambda t: t.encode("utf-32-be")),
+    "latin1_with_accents": lambda p, f, t: f.assign(ocean_proximity="PRÈS DE LA BAIE").to_csv(
+        p, index=False, encoding="latin-1"),
+    "thousands_separators": lambda p, f, t: with_thousands(f).to_csv(p, index=False),
+    "gzip": lambda p, f, t: f.to_csv(p, index=False, compression="gzip"),
+    "bz2": lambda p, f, t: f.to_csv(p, index=False, compression="bz2"),
+    "xz": lambda p, f, t: f.to_csv(p, index=False, compression="xz"),
+    "zip_of_one_csv": lambda p, f, t: f.to_csv(p, index=False, compression={"method": "zip",
+                                                                            "archive_name": "cal_housing.csv"}),
+    "blank_separated": lambda p, f, t: f.to_csv(p, index=False, sep=" "),
+    "saved_with_its_index": lambda p, f, t: f.to_csv(p),  # a blank column name, then 0, 1, 2, ...
+}
+
+Q = re.escape
+#: name -> (make, regular expression of the whole message after "<file> ").
+REFUSED = {
+    "xlsx": (_xlsx, r"is an Excel workbook \(\.xlsx\), not a CSV file; in Excel choose File > Save As > CSV UTF-8, or "
+             r"python -c .*read_excel\('\S+'\)\.to_csv\('data\.csv', index=False\)\" \(needs openpyxl\)"),
+    "xls": (_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512)),
+            r"is an Excel 97-2003 workbook \(\.xls\) or another OLE2 Office file, not a CSV file; open it in Excel or "
+            r"LibreOffice and save it as CSV UTF-8, or run python -c .*read_excel"),
+    "ods": (_ods, r"is an OpenDocument spreadsheet \(\.ods\), not a CSV file; in LibreOffice choose File > Save As > "
+            r"Text CSV"),
+    "parquet": (_bytes(b"PAR1\x15\x04\x15\x10" + bytes(64) + b"PAR1"),
+                r"is an Apache Parquet file, not a CSV file; convert it: python -c .*read_parquet"),
+    "feather": (_bytes(b"ARROW1\x00\x00" + bytes(64)), r"is an Apache Arrow / Feather v2 file, not a CSV file; .*read_feather"),
+    "sqlite": (_sqlite, r"is an SQLite database, not a CSV file; export the table: sqlite3 -header -csv '\S+' "
+               r"'SELECT \* FROM <table>' > data\.csv"),
+    "pickle": (lambda p, f, t: f.to_pickle(p, compression=None),
+               r"is a Python pickle, not a CSV file; convert it \(only if you trust its source\): .*read_pickle"),
+    "stata": (lambda p, f, t: f.head(100).to_stata(p, write_index=False),
+              r"is a Stata data file \(\.dta\), not a CSV file; .*read_stata"),
+    "numpy": (lambda p, f, t: np.save(open(p, "wb"), f.to_numpy()),
+              r"is a NumPy array file \(\.npy\), which has no column names, not a CSV file"),
+    "json_records": (lambda p, f, t: f.to_json(p, orient="records"),
+                     r"is a JSON file, not a CSV file; convert it: python -c \"import pandas; pandas\.read_json\('\S+'\)"),
+    "json_lines": (lambda p, f, t: f.to_json(p, orient="records", lines=True),
+                   r"is JSON Lines \(one JSON record per line\), not a CSV file; .*read_json\('\S+', lines=True\)"),
+    "html_table": (lambda p, f, t: f.head(50).to_html(p),
+                   r"is an HTML page \(a web page saved by mistake\?\), not a CSV file; download the raw CSV file instead"),
+    "xml": (lambda p, f, t: f.head(50).to_xml(p, parser="etree"),
+            r"is an XML document, not a CSV file; convert it: .*read_xml"),
+    "zip_of_two_files": (_zip_of("cal_housing.csv", "cal_housing.domain"),
+                         r"is a zip archive of 2 files \(cal_housing\.csv, cal_housing\.domain\), not a CSV file; unzip it "
+                         r"and pass the CSV file itself"),
+    "tar_gz": (lambda p, f, t: _tar_gz(p, t), r"is a tar archive \(gzip-compressed\), not a CSV file; extract it \(tar xf\)"),
+    "gzip_of_parquet_is_named_inside": (lambda p, f, t: p.write_bytes(gzip.compress(b"PAR1" + bytes(32))),
+                                     r"is an Apache Parquet file \(gzip-compressed\), not a CSV file"),
+    "gzip_of_nothing": (lambda p, f, t: p.write_bytes(gzip.compress(b"")),
+                        r"is empty \(gzip-compressed\); pass a CSV file with a header row and data rows"),
+    "damaged_gzip": (lambda p, f, t: p.write_bytes(gzip.compress(t.encode())[:2000]),
+                     r"is a damaged gzip file \(.*\); decompress it again from its source, or pass the CSV file itself"),
+    "gzip_cut_in_the_middle": (lambda p, f, t: p.write_bytes(gzip.compress(t.encode())[:300_000]),
+                               r"is a damaged gzip file \(.*\); decompress it again from its source, or pass the CSV "
+                               r"file itself"),
+    "zstd": (_bytes(b"\x28\xb5\x2f\xfd" + bytes(64)), r"is a zstd-compressed file, not a CSV file; decompress it \(unzstd"),
+    "pdf": (_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(64)), r"is a PDF document, not a CSV file"),
+    "binary_noise": (_bytes(bytes(range(256)) * 8), r"is a binary file \(not text in any common encoding\), not a CSV "
+                     r"file; export the data from the program that made it as CSV \(UTF-8\)"),
+    "empty": (_bytes(b""), r"is empty; pass a CSV file with a header row and data rows"),
+    "blank_lines_only": (_bytes(b"\n\r\n  \n"), r"is empty; pass a CSV file with a header row and data rows"),
+    "utf16_empty": (_bytes(codecs.BOM_UTF16_LE + "\r\n".encode("utf-16-le")),
+                    r"is empty; pass a CSV file with a header row and data rows"),
+}
+
+
+def _tar_gz(path: Path, text: str) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        data = text.encode()
+        info = tarfile.TarInfo("cal_housing.csv")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def statlib(housing_csv):
+    """The real StatLib CSV: (DataFrame as read by pandas, its text)."""
+    if "households" not in housing_csv.read_text().splitlines()[0]:
+        pytest.skip("these conversions start from the StatLib layout")
+    return pd.read_csv(housing_csv), housing_csv.read_text()
+
+
+@pytest.mark.parametrize("name", list(READABLE))
+def test_files_pandas_reads_are_read(tmp_path, statlib, housing, caplog, name):
+    frame, text = statlib
+    path = tmp_path / "data.csv"
+    READABLE[name](path, frame, text)
+    assert check_csv(path, 0.2) == 20640  # the command line's count, before any step
+    with caplog.at_level("WARNING", logger="steps"):
+        data = load_dataset(str(path))
+    pd.testing.assert_frame_equal(data, housing, check_exact=False, rtol=1e-12)
+    warnings = [r.getMessage() for r in caplog.records]
+    if name == "saved_with_its_index":
+        assert warnings == [f"{path}: ignoring unknown column(s) column 1 (no name: a saved row index?)"]
+    elif name == "latin1_with_accents":
+        assert warnings == [f"{path}: ignoring unknown column(s) ocean_proximity"]
+    else:
+        assert warnings == []
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_other_files_are_refused_naming_what_they_are(tmp_path, statlib, name):
+    frame, text = statlib
+    path = tmp_path / "data.csv"
+    make, message = REFUSED[name]
+    make(path, frame, text)
+    with pytest.raises(DataError) as early:
+        check_csv(path, 0.2)
+    with pytest.raises(DataError) as late:
+        load_dataset(str(path))
+    assert str(early.value) == str(late.value)
+    assert re.fullmatch(Q(str(path)) + " " + message + ".*", str(early.value)), str(early.value)
+    assert "\n" not in str(early.value)
+
+
+def test_thousands_separators_are_not_read_in_a_semicolon_file(tmp_path, raw):
+    """Where ';' separates the cells, ',' is the decimal comma: "2,810" is refused, not read as 2810."""
+    path = write(with_thousands(raw), tmp_path, sep=";")
+    with pytest.raises(DataError, match=r"column total_rooms has '7,099' in data row 2, a number with a decimal comma"):
+        load_dataset(str(path))
+
+
+def test_a_decimal_comma_in_a_comma_file_is_not_taken_for_thousands(tmp_path, raw):
+    frame = changed(raw, median_income=[(4, "3,8462")])
+    with pytest.raises(DataError, match=r"column median_income has '3,8462' in data row 5, a number with a decimal comma"):
+        load_dataset(str(write(frame, tmp_path)))
+
+
+# --------------------------------------------------------------------------- issue 10: output folders claimed at once
+
+CLAIMER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from steps.outputs import OutputError, claim_output_dir, staged_output
+try:
+    claim_output_dir(sys.argv[2])
+except OutputError as exc:
+    print("refused", exc, flush=True)
+    sys.exit(2)
+if sys.argv[3] == "stage":  # killed while writing its results
+    with staged_output(sys.argv[2]) as stage:
+        (stage / "metrics.csv").write_text("model,r2\\nlinear,0.6\\n")
+        print("staging", flush=True)
+        time.sleep(120)
+print("claimed", flush=True)
+time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 120)
+"""
+
+
+def _claimer(out: Path, mode: str = "hold", *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != steps.outputs.CLAIM_ENV}  # another run, not a child of ours
+    return subprocess.Popen([sys.executable, "-c", CLAIMER, str(ROOT), str(out), mode, *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_claim_of_the_same_folder_is_refused_at_once(tmp_path):
+    import time
+
+    out = tmp_path / "new" / "out"
+    holder = _claimer(out)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        started = time.monotonic()
+        with pytest.raises(OutputError, match=rf"output folder {re.escape(str(out))} is in use by another run \(process "
+                           rf"{holder.pid} on \S+\); wait for it to finish or pass another --output-dir"):
+            steps.outputs.claim_output_dir(out)
+        with pytest.raises(OutputError, match=r"is in use by another run"):
+            check_output_dir(out)  # the evaluate step of a run that did not claim it
+        assert time.monotonic() - started < 1
+        assert [p.name for p in out.iterdir()] == [steps.outputs.CLAIM_FILE]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert steps.outputs.claim_output_dir(out) == out  # its run is gone: the folder is free again
+    steps.outputs.release_output_dir(out)
+    assert out.is_dir() and list(out.iterdir()) == []  # it existed before this claim: kept, empty
+
+
+def test_of_runs_started_together_exactly_one_claims_a_new_folder(tmp_path):
+    out = tmp_path / "out"
+    procs = [_claimer(out, "hold", "3") for _ in range(4)]
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert sorted(o.split()[0] for o in outputs) == ["claimed", "refused", "refused", "refused"], outputs
+    assert sorted(p.returncode for p in procs) == [0, 2, 2, 2]
+    assert not out.exists()  # the winner wrote nothing: its claim's folder went away with it
+
+
+def test_a_run_killed_while_staging_leaves_nothing_taken_for_results(tmp_path):
+    out = tmp_path / "out"
+    victim = _claimer(out, "stage")
+    assert victim.stdout.readline().strip() == "staging"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    left = sorted(p.name for p in out.iterdir())
+    assert left[0] == steps.outputs.CLAIM_FILE and left[1].startswith(steps.outputs.STAGE_PREFIX) and len(left) == 2
+    assert not (out / "metrics.csv").exists()  # the staged metrics.csv is not a result
+    assert check_output_dir(out) == out  # neither blocks the next run
+    steps.outputs.claim_output_dir(out)
+    assert [p.name for p in out.iterdir()] == [steps.outputs.CLAIM_FILE]  # the stale staging folder is gone
+    steps.outputs.release_output_dir(out)
+
+
+def test_the_evaluate_step_in_a_child_process_writes_into_the_folder_its_run_claimed(tmp_path):
+    """ClearML's local mode runs each step as a child process of the run, which holds the claim."""
+    out = tmp_path / "out"
+    steps.outputs.claim_output_dir(out)
+    code = ("import sys, pandas; sys.path.insert(0, sys.argv[1]); from steps.outputs import write_run_outputs; "
+            "write_run_outputs(sys.argv[2], pandas.DataFrame({'model': ['m'], 'r2': [0.5]}), {}, {})")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(ROOT), str(out)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "models"]  # the marker went with the writing
+    finally:
+        steps.outputs.release_output_dir(out)
+    assert pd.read_csv(out / "metrics.csv").to_dict("list") == {"model": ["m"], "r2": [0.5]}
+
+
+def test_a_claim_released_without_results_removes_the_folder_it_created(tmp_path):
+    new, empty = tmp_path / "a" / "new", tmp_path / "empty"
+    empty.mkdir()
+    for path in (new, empty):
+        assert steps.outputs.claim_output_dir(path) == path
+        assert steps.outputs.claim_output_dir(path) == path  # the same run again: the same claim
+        steps.outputs.release_output_dir(path)
+    assert not new.exists() and empty.is_dir() and list(empty.iterdir()) == []
+
+
+def test_output_folder_under_proc_is_refused_before_anything_runs():
+    with pytest.raises(OutputError, match=r"cannot create folders in /proc \(No such file or directory\), so /proc/foo "
+                       r"cannot hold the results; choose a writable --output-dir"):
+        check_output_dir("/proc/foo")
+
+
+CLI_CLAIMS = "claim_output_dir" in (ROOT / "clearml_pipeline.py").read_text()
+
+
+@pytest.mark.skipif(not CLI_CLAIMS, reason="clearml_pipeline.py does not call steps.outputs.claim_output_dir yet")
+def test_two_runs_into_the_same_new_folder_the_second_is_refused_before_any_step(raw, tmp_path):
+    import time
+
+    data, out = write(raw, tmp_path), tmp_path / "out"
+    argv = [sys.executable, str(ROOT / "clearml_pipeline.py"), "--data", str(data), "--output-dir", str(out), *FAST]
+    env = {k: v for k, v in os.environ.items() if k != steps.outputs.CLAIM_ENV}
+    first = subprocess.Popen(argv, cwd=ROOT, env=dict(env, CLEARML_CACHE_DIR=str(tmp_path / "c1")),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / steps.outputs.CLAIM_FILE).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(argv, cwd=ROOT, env=dict(env, CLEARML_CACHE_DIR=str(tmp_path / "c2")),
+                            capture_output=True, text=True, timeout=120)
+    first_out, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err[-2000:]
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines() == [
+        f"error: output folder {out} is in use by another run (process {first.pid} on {os.uname().nodename}); "
+        "wait for it to finish or pass another --output-dir"]
+    assert not list((tmp_path / "c2").glob("offline/offline-*"))  # refused before ClearML started
+    assert (out / "metrics.csv").is_file() and not (out / steps.outputs.CLAIM_FILE).exists()
+
+
+def test_without_file_locks_a_claim_is_a_marker_and_the_run_still_writes(tmp_path, monkeypatch, split42):
+    """Where fcntl is missing (Windows) the claim is only a marker: results are written all the same."""
+    from steps.evaluation import metrics_table
+    from steps.models import build_linear
+
+    monkeypatch.setattr(steps.outputs, "fcntl", None)
+    out = tmp_path / "out"
+    steps.outputs.claim_output_dir(out)
+    X_train, X_test, y_train, y_test = split42
+    model = build_linear().fit(X_train, y_train)
+    steps.outputs.write_run_outputs(out, metrics_table(y_test, {"linear": model.predict(X_test)}), {}, {})
+    steps.outputs.release_output_dir(out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "models"]

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.data import FEATURES, TARGET, DataError, load_dataset, read_housing_csv, split_dataset
+from steps.data import FEATURES, TARGET, DataError, load_dataset, read_housing_csv
+from steps.split import split_dataset
 
 
 def test_real_data_has_sklearn_shape_and_ranges(housing):

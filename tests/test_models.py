@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import r2_score
 
-from steps.data import split_dataset
+from steps.split import split_dataset
 from steps.models import (
     ClippedRegressor,
     QuantileClipper,

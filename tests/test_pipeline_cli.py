@@ -76,7 +76,8 @@ def test_models_are_saved(default_run, housing_csv):
     booster = xgboost.Booster()
     booster.load_model(str(out / "models" / "xgboost.json"))
     assert booster.num_features() == 13
-    from steps.data import load_dataset, split_dataset
+    from steps.data import load_dataset
+    from steps.split import split_dataset
     from steps.models import add_rotated_coordinates
 
     estimator = joblib.load(out / "models" / "xgboost.joblib")

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from steps.data import FEATURES, STATLIB_COLUMNS, TARGET, DataError, load_dataset
-from steps.evaluation import metrics_table, predict_all, regression_metrics, write_run_files
+from steps.evaluation import metrics_table, predict_all, regression_metrics
+from steps.outputs import write_run_files
 from steps.models import build_linear, build_polynomial, build_xgboost, fit_xgboost
 from steps.predict import PredictError, available_models, predict_csv, read_features_csv
 
