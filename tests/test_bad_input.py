@@ -444,7 +444,7 @@ def test_bad_data_is_refused_in_one_line(cli, name):
 @pytest.mark.parametrize("args, message", [pytest.param(*v, id=k) for k, v in PARAMETERS.items()])
 def test_bad_parameter_is_caught_by_the_command_line_check(raw, tmp_path, args, message):
     """parse_command_line, run before ClearML starts, refuses every bad value naming the allowed range."""
-    from clearml_pipeline import UsageError, parse_command_line
+    from cli import UsageError, parse_command_line
 
     argv = ["--data", str(write(raw, tmp_path)), "--output-dir", str(tmp_path / "out"), *args]
     with pytest.raises(UsageError, match=message):

@@ -273,7 +273,7 @@ def test_clearml_conf_example_is_what_the_sdk_reads(tmp_path):
 
 
 def test_every_flag_the_readme_documents_exists():
-    from clearml_pipeline import build_parser
+    from cli import build_parser
 
     known = {option for action in build_parser()._actions for option in action.option_strings}
     readme = (ROOT / "README.md").read_text()
