@@ -91,11 +91,13 @@ def split(dataset, test_size: float = 0.2, random_state: int = 42):
     name="train_polynomial", return_values=["model"], task_type="training",
     packages=[_NUMPY, _PANDAS, _SKLEARN], **_REPO,
 )
-def train_polynomial(X_train, y_train, degree: int = 3, alpha: float = 1.0, clip_quantile: float = 0.01):
+def train_polynomial(X_train, y_train, degree: int = 3, alpha: float = 1.0, clip_quantile: float = 0.01,
+                     neighbors: int = 16):
     """Fit the polynomial regression (:func:`steps.models.build_polynomial`) on the train set."""
     from steps.models import train_model
 
-    return train_model("polynomial", X_train, y_train, degree=degree, alpha=alpha, clip_quantile=clip_quantile)
+    return train_model("polynomial", X_train, y_train, degree=degree, alpha=alpha, clip_quantile=clip_quantile,
+                       neighbors=neighbors)
 
 
 @PipelineDecorator.component(
@@ -106,6 +108,7 @@ def train_xgboost(
     X_train, y_train, n_estimators: int = 3000, max_depth: int = 6, learning_rate: float = 0.05,
     subsample: float = 0.8, colsample_bytree: float = 0.8, min_child_weight: float = 1.0,
     early_stopping_rounds: int = 100, device: str = "cpu", n_jobs: int = -1, random_state: int = 42,
+    neighbors: int = 16,
 ):
     """Fit XGBoost (:func:`steps.models.build_xgboost`), early stopping on part of the train set."""
     import os
@@ -119,6 +122,7 @@ def train_xgboost(
         "xgboost", X_train, y_train, n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
         subsample=subsample, colsample_bytree=colsample_bytree, min_child_weight=min_child_weight,
         early_stopping_rounds=early_stopping_rounds, device=device, n_jobs=n_jobs, random_state=random_state,
+        neighbors=neighbors,
     )
     report_training_curve(model, *XGBOOST_CURVE)
     return model
@@ -218,6 +222,7 @@ def tabular_regression_pipeline(
     xgb_min_child_weight: float = DEFAULTS.xgb_min_child_weight,
     xgb_early_stopping_rounds: int = DEFAULTS.xgb_early_stopping_rounds,
     xgb_device: str = DEFAULTS.xgb_device,
+    spatial_neighbors: int = DEFAULTS.spatial_neighbors,
     rf_n_estimators: int = DEFAULTS.rf_n_estimators,
     n_jobs: int = DEFAULTS.n_jobs,
 ):

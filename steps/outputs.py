@@ -388,8 +388,10 @@ def write_run_files(
     fitted scikit-learn estimator, :func:`joblib.dump`; loading it needs this project's ``steps``
     package importable) and, for XGBoost, ``models/xgboost.json`` (the booster in XGBoost's own
     JSON format, loadable with :meth:`xgboost.Booster.load_model`, cut to the rounds early stopping
-    kept, so it predicts as the estimator does; it expects the 8 features + 5 rotated coordinates
-    of :func:`steps.models.add_rotated_coordinates`).
+    kept, so it predicts as the estimator does; its input is not the raw features but what the
+    estimator's feature steps make of them, ``estimator[:-1].transform(X)``: the 8 features, 5
+    rotated coordinates and, with ``spatial_neighbors`` > 0, 4 neighbour features, which need the
+    training districts stored in the joblib file).
 
     :param metrics: the :func:`steps.evaluation.metrics_table`; ``figures``: ``{file stem: matplotlib Figure}``;
         ``models``: ``{model name: fitted estimator}``.

@@ -52,6 +52,9 @@ class PipelineParameters:
     xgb_min_child_weight: float = _p(1.0, "XGBoost minimum hessian weight per leaf, >= 0")
     xgb_early_stopping_rounds: int = _p(100, "stop after this many rounds without validation gain, 0 = off")
     xgb_device: str = _p("cpu", "XGBoost device: cpu, cuda or cuda:<n>")
+    spatial_neighbors: int = _p(
+        16, "k nearest training districts (by latitude/longitude) whose targets become features of the "
+        "polynomial and XGBoost models, 0 to 1000; 0 turns these neighbour features off")
     rf_n_estimators: int = _p(200, "random forest trees, >= 1")
     n_jobs: int = _p(-1, "CPU threads for XGBoost and the random forest, -1 = all cores")
 
@@ -117,6 +120,7 @@ class PipelineParameters:
         check(self.xgb_min_child_weight >= 0, "xgb_min_child_weight", ">= 0")
         check(self.xgb_early_stopping_rounds >= 0, "xgb_early_stopping_rounds", ">= 0 (0 turns it off)")
         check(bool(re.fullmatch(r"cpu|cuda(:\d+)?", self.xgb_device)), "xgb_device", "cpu, cuda or cuda:<n>")
+        check(0 <= self.spatial_neighbors <= 1000, "spatial_neighbors", "0 (off) to 1000, e.g. 16")
         check(1 <= self.rf_n_estimators <= 10_000, "rf_n_estimators", "1 to 10000")
         check(self.n_jobs == -1 or self.n_jobs >= 1, "n_jobs", "-1 (all cores) or >= 1")
         for f in dataclasses.fields(self):  # inf passes some ranges above (e.g. > 0), never a model

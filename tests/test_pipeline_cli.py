@@ -75,14 +75,14 @@ def test_models_are_saved(default_run, housing_csv):
     _, out = default_run
     booster = xgboost.Booster()
     booster.load_model(str(out / "models" / "xgboost.json"))
-    assert booster.num_features() == 13
+    assert booster.num_features() == 17  # 8 features, 5 rotated coordinates, 4 neighbour features
     from steps.data import load_dataset
     from steps.split import split_dataset
-    from steps.models import add_rotated_coordinates
 
     estimator = joblib.load(out / "models" / "xgboost.joblib")
     X_test = split_dataset(load_dataset(str(housing_csv)), 0.2, 42)[1].head(200)
-    from_json = booster.predict(xgboost.DMatrix(add_rotated_coordinates(X_test)))
+    # xgboost.json's input: the fitted feature steps of the joblib estimator (the neighbour index lives there)
+    from_json = booster.predict(xgboost.DMatrix(estimator[:-1].transform(X_test)))
     np.testing.assert_allclose(from_json, estimator.predict(X_test), rtol=1e-6)  # the rounds early stopping kept
     poly = joblib.load(out / "models" / "polynomial.joblib")
     assert poly.predict(pd.DataFrame([[8.3, 41, 7.0, 1.0, 322, 2.6, 37.9, -122.2]],
@@ -106,11 +106,15 @@ def test_offline_session_holds_scalars_plots_table_and_every_parameter(default_r
         assert scalars[("RMSE", model)] == pytest.approx(metrics.loc[model, "rmse"])
         assert scalars[("MAE", model)] == pytest.approx(metrics.loc[model, "mae"])
     plots = {e["metric"] for e in events if e.get("type") == "plot"}
-    assert {"Metrics", "prediction_plot", "model_comparison", "polynomial_error_distribution",
-            "xgboost_error_distribution"} <= plots
+    from steps.plots import XGBOOST_CURVE, figure_titles
+
+    titles = figure_titles(["polynomial", "xgboost"])  # the PNGs' titles, also in ClearML
+    assert {"Metrics", XGBOOST_CURVE[0], *titles.values()} <= plots, plots
+    assert titles["prediction_plot"] == "Predicted vs actual (test set)"
     artifacts = {a["key"]: a for a in task["execution"]["artifacts"]}
-    assert artifacts["model_xgboost"]["uri"].endswith("/xgboost.json")
-    assert artifacts["model_xgboost"]["content_size"] == (out / "models" / "xgboost.json").stat().st_size
+    assert artifacts["model_xgboost"]["uri"].endswith("/xgboost.joblib")
+    assert artifacts["model_xgboost"]["content_size"] == (out / "models" / "xgboost.joblib").stat().st_size
+    assert {"metrics.csv", "prediction_plot.png", "model_comparison.png"} <= set(artifacts)
     assert float(dict(artifacts["model_polynomial"]["display_data"])["r2"]) == pytest.approx(metrics.loc["polynomial", "r2"])
 
 
