@@ -215,7 +215,7 @@ def test_rerun_with_edited_parameters_reuses_data_steps(agents, request, source)
     assert kwargs["kwargs/degree"] == "1" and float(kwargs["kwargs/alpha"]) == 25.5
     after = metrics_of(agents, clone)
     assert after.loc[kind, "r2"] != pytest.approx(before.loc[kind, "r2"], abs=1e-4)
-    assert 0.55 <= after.loc[kind, "r2"] <= 0.75  # a degree-1 model: close to the linear baseline
+    assert 0.60 <= after.loc[kind, "r2"] <= before.loc[kind, "r2"] - 0.005  # degree 1: weaker than degree 2 or 3
 
 
 def test_rerun_with_an_out_of_range_value_fails_with_a_one_line_reason(agents, local_run):
