@@ -1,4 +1,4 @@
-"""Shared fixtures: the one place the tests find the California Housing data.
+"""Shared fixtures: the one place the tests find the California Housing data, and the real ClearML server.
 
 The tests use the data set shipped with the project, ``data/cal_housing.csv`` (StatLib layout,
 20,640 rows; see ``data/README.md``), or the CSV named by the ``CAL_HOUSING_CSV`` environment
@@ -10,11 +10,14 @@ Every test process gets its own ClearML cache folder, so offline sessions never 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from server_support import make_checkout, start_server, stop_server, web_available
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,3 +56,44 @@ def split42(housing):
     from steps.split import split_dataset
 
     return split_dataset(housing, test_size=0.2, random_state=42)
+
+
+# --- the real ClearML server of ../shared/clearml-server (see tests/server_support.py) -----------------
+
+QUEUES = ("default", "services")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The harness, started once per test session (with the web UI where chromium and playwright are set up)."""
+    srv, why = start_server(tmp_path_factory.mktemp("clearml-server"), web=web_available() is None)
+    if srv is None:
+        pytest.skip(why)
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def agents(server):
+    """Agents on ``default`` (steps) and ``services`` (controllers), as ClearML's docs deploy them."""
+    for queue in QUEUES:
+        server.agent(queue)
+    return server
+
+
+@pytest.fixture(scope="session")
+def checkout(tmp_path_factory):
+    """The project as a user who pushed it has it: a git checkout with a ``file://`` origin."""
+    return make_checkout(tmp_path_factory.mktemp("checkout"))
+
+
+@pytest.fixture(scope="session")
+def data(housing_csv, tmp_path_factory) -> Path:
+    """A copy of the real data (20,640 rows), readable by agents on this machine."""
+    path = tmp_path_factory.mktemp("data") / "cal_housing.csv"
+    shutil.copyfile(housing_csv, path)
+    return path
+
+

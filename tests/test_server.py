@@ -23,44 +23,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from server_support import make_checkout, run_cli, run_id, start_server, stop_server, web_available
+from server_support import run_cli, run_id, start_server, stop_server
 
 pytestmark = pytest.mark.server
-QUEUES = ("default", "services")
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """The harness, started once per test session (with the web UI where chromium and playwright are set up)."""
-    srv, why = start_server(tmp_path_factory.mktemp("clearml-server"), web=web_available() is None)
-    if srv is None:
-        pytest.skip(why)
-    try:
-        yield srv
-    finally:
-        stop_server(srv)
-
-
-@pytest.fixture(scope="session")
-def agents(server):
-    """Agents on ``default`` (steps) and ``services`` (controllers), as ClearML's docs deploy them."""
-    for queue in QUEUES:
-        server.agent(queue)
-    return server
-
-
-@pytest.fixture(scope="session")
-def checkout(tmp_path_factory):
-    """The project as a user who pushed it has it: a git checkout with a ``file://`` origin."""
-    return make_checkout(tmp_path_factory.mktemp("checkout"))
-
-
-@pytest.fixture(scope="session")
-def data(housing_csv, tmp_path_factory) -> Path:
-    """A copy of the real data (20,640 rows), readable by agents on this machine."""
-    path = tmp_path_factory.mktemp("data") / "cal_housing.csv"
-    shutil.copyfile(housing_csv, path)
-    return path
 
 
 def metrics_of(server, run: str) -> pd.DataFrame:
