@@ -156,7 +156,7 @@ def train_random_forest(X_train, y_train, n_estimators: int = 200, n_jobs: int =
     packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST, _MATPLOTLIB, _JOBLIB], **_REPO,
     monitor_metrics=monitored_metrics(MODEL_KINDS), monitor_artifacts=result_files(MODEL_KINDS), monitor_models=list(MODEL_KINDS),
     # figures and models are reported once, explicitly; not again by ClearML's auto-logging
-    auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False},
+    auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False, "xgboost": False},
 )
 def evaluate(X_test, y_test, output_dir: str = "", polynomial=None, xgboost=None, linear=None, random_forest=None):
     """Score every trained model on the test set, write the run's files, report them to ClearML.
