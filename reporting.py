@@ -9,8 +9,8 @@ inside the steps' bodies, so they work the same in-process (offline), in a step 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -90,7 +90,7 @@ def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.n
 
     logger = Logger.current_logger()
     for row in metrics.itertuples():
-        for title, value in zip(METRIC_TITLES, (row.r2, row.rmse, row.mae)):
+        for title, value in zip(METRIC_TITLES, (row.r2, row.rmse, row.mae), strict=True):
             logger.report_scalar(title=title, series=row.model, value=value, iteration=0)
             logger.report_single_value(f"{row.model}/{title}", value)
     logger.report_table(title="Metrics", series="test set", iteration=0, table_plot=metrics)
@@ -105,7 +105,7 @@ def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.n
         counts, edges = error_histogram(actual, prediction)
         logger.report_histogram(
             title=titles[f"{name}_error_distribution"], series=name, values=counts, iteration=0,
-            xlabels=[f"{(a + b) / 2:.2f}" for a, b in zip(edges[:-1], edges[1:])],
+            xlabels=[f"{(a + b) / 2:.2f}" for a, b in zip(edges[:-1], edges[1:], strict=True)],
             xaxis="predicted - actual ($100k)", yaxis="districts",
         )
     logger.report_histogram(

@@ -20,12 +20,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as clearml_pipeline.py do
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steps.data import load_dataset  # noqa: E402
-from steps.split import split_dataset  # noqa: E402
 from steps.evaluation import metrics_table, predict_all  # noqa: E402
 from steps.models import model_arguments, train_model  # noqa: E402
 from steps.outputs import write_run_outputs  # noqa: E402
 from steps.params import DEFAULTS as P  # noqa: E402
 from steps.plots import run_figures  # noqa: E402
+from steps.split import split_dataset  # noqa: E402
 
 
 def run(data_path: str, output_dir: str, random_state: int = P.random_state, models: str = P.models,

@@ -24,10 +24,11 @@ import lzma
 import re
 import zipfile
 import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Optional
+from typing import IO, Optional
 
 import numpy as np
 import pandas as pd

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+from steps.logs import library_warnings
 
 # Kept importable from here (clearml_pipeline.py and older code); defined in steps.outputs.
 from steps.outputs import (  # noqa: F401
@@ -32,8 +35,6 @@ from steps.outputs import (  # noqa: F401
     write_run_files,
     write_run_outputs,
 )
-
-from steps.logs import library_warnings
 from steps.split import MIN_TEST_ROWS
 
 log = logging.getLogger(__name__)

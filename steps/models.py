@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, OneToOneFeatureMixin, RegressorMixin, TransformerMixin, clone
+from sklearn.base import (
+    BaseEstimator,
+    MetaEstimatorMixin,
+    OneToOneFeatureMixin,
+    RegressorMixin,
+    TransformerMixin,
+    clone,
+)
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.impute import SimpleImputer
@@ -146,8 +153,11 @@ class SpatialNeighborTargets(TransformerMixin, BaseEstimator):
         self.bandwidth_km = bandwidth_km
         self.random_state = random_state
 
-    def fit(self, X: pd.DataFrame, y) -> "SpatialNeighborTargets":
-        """Index the training rows: ``X`` n x d DataFrame (with ``Latitude``, ``Longitude`` in degrees), ``y`` n targets ($100k)."""
+    def fit(self, X: pd.DataFrame, y) -> SpatialNeighborTargets:
+        """Index the training rows.
+
+        :param X: n x d DataFrame with ``Latitude`` and ``Longitude`` in degrees; ``y``: n targets ($100k).
+        """
         coords, y = self._check_fit(X, y)
         self.nn_, self.y_ = self._index(coords, y)
         return self

@@ -32,10 +32,10 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import pandas as pd
 

@@ -11,7 +11,8 @@ Units: targets, predictions and errors in $100k (the median house value / 100,00
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import matplotlib
 
@@ -97,7 +98,7 @@ def prediction_plot(y_test, predictions: Mapping[str, np.ndarray]) -> Figure:
     margin = 0.1 * (y.max() - y.min())
     lo, hi = y.min() - margin, y.max() + margin
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 5.0), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         pred = np.asarray(predictions[name], dtype=float)
         ax.scatter(y[idx], pred[idx], s=4, alpha=0.3, color="tab:blue", label="district", zorder=2)
         ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, label=DIAGONAL_LABEL)
@@ -195,7 +196,7 @@ def model_comparison_plot(metrics: pd.DataFrame) -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
     panels = (("r2", "$R^2$ (higher is better)"), ("rmse", "RMSE, $100k (lower is better)"),
               ("mae", "MAE, $100k (lower is better)"))
-    for ax, (column, label) in zip(axes, panels):
+    for ax, (column, label) in zip(axes, panels, strict=True):
         bars = ax.bar(metrics["model"], metrics[column], color=plt.cm.tab10.colors[: len(metrics)])
         ax.bar_label(bars, fmt="%.3f", padding=2)
         ax.margins(y=0.15)  # room for the labels above the bars

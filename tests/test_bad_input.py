@@ -23,10 +23,11 @@ import signal
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -257,9 +258,11 @@ PARAMETERS = {
     "poly_degree_0": (("--poly-degree", "0"), r"poly_degree = 0 is out of range: allowed 1 to 4"),
     "poly_degree_5": (("--poly-degree", "5"), r"poly_degree = 5 is out of range: allowed 1 to 4"),
     "xgb_n_estimators_0": (("--xgb-n-estimators", "0"), r"xgb_n_estimators = 0 is out of range: allowed 1 to 1000000"),
-    "xgb_n_estimators_negative": (("--xgb-n-estimators", "-5"), r"xgb_n_estimators = -5 is out of range: allowed 1 to 1000000"),
+    "xgb_n_estimators_negative": (("--xgb-n-estimators", "-5"),
+                                  r"xgb_n_estimators = -5 is out of range: allowed 1 to 1000000"),
     "rf_n_estimators_0": (("--rf-n-estimators", "0"), r"rf_n_estimators = 0 is out of range: allowed 1 to 10000"),
-    "rf_n_estimators_huge": (("--rf-n-estimators", "10000000000"), r"rf_n_estimators = 10000000000 is out of range: allowed 1 to 10000"),
+    "rf_n_estimators_huge": (("--rf-n-estimators", "10000000000"),
+                             r"rf_n_estimators = 10000000000 is out of range: allowed 1 to 10000"),
     "poly_alpha_inf": (("--poly-alpha", "inf"), r"poly_alpha = inf is not a finite number; give a number such as 1.0"),
     "learning_rate_0": (("--xgb-learning-rate", "0"),
                         r"xgb_learning_rate = 0\.0 is out of range: allowed 0 < learning_rate <= 1"),
@@ -352,7 +355,7 @@ class Runner:
         if name not in self.runs:
             todo = sorted((self.selected | {name}) - set(self.runs))
             with ThreadPoolExecutor(max_workers=4) as pool:
-                for key, run in zip(todo, pool.map(self._run, todo)):
+                for key, run in zip(todo, pool.map(self._run, todo), strict=True):
                     self.runs[key] = run
         return self.runs[name]
 
@@ -737,14 +740,15 @@ REFUSED = {
             r"Text CSV"),
     "parquet": (_bytes(b"PAR1\x15\x04\x15\x10" + bytes(64) + b"PAR1"),
                 r"is an Apache Parquet file, not a CSV file; convert it: python -c .*read_parquet"),
-    "feather": (_bytes(b"ARROW1\x00\x00" + bytes(64)), r"is an Apache Arrow / Feather v2 file, not a CSV file; .*read_feather"),
+    "feather": (_bytes(b"ARROW1\x00\x00" + bytes(64)),
+                r"is an Apache Arrow / Feather v2 file, not a CSV file; .*read_feather"),
     "sqlite": (_sqlite, r"is an SQLite database, not a CSV file; export the table: sqlite3 -header -csv '\S+' "
                r"'SELECT \* FROM <table>' > data\.csv"),
     "pickle": (lambda p, f, t: f.to_pickle(p, compression=None),
                r"is a Python pickle, not a CSV file; convert it \(only if you trust its source\): .*read_pickle"),
     "stata": (lambda p, f, t: f.head(100).to_stata(p, write_index=False),
               r"is a Stata data file \(\.dta\), not a CSV file; .*read_stata"),
-    "numpy": (lambda p, f, t: np.save(open(p, "wb"), f.to_numpy()),
+    "numpy": (lambda p, f, t: _npy(p, f),
               r"is a NumPy array file \(\.npy\), which has no column names, not a CSV file"),
     "json_records": (lambda p, f, t: f.to_json(p, orient="records"),
                      r"is a JSON file, not a CSV file; convert it: python -c \"import pandas; pandas\.read_json\('\S+'\)"),
@@ -757,7 +761,8 @@ REFUSED = {
     "zip_of_two_files": (_zip_of("cal_housing.csv", "cal_housing.domain"),
                          r"is a zip archive of 2 files \(cal_housing\.csv, cal_housing\.domain\), not a CSV file; unzip it "
                          r"and pass the CSV file itself"),
-    "tar_gz": (lambda p, f, t: _tar_gz(p, t), r"is a tar archive \(gzip-compressed\), not a CSV file; extract it \(tar xf\)"),
+    "tar_gz": (lambda p, f, t: _tar_gz(p, t),
+               r"is a tar archive \(gzip-compressed\), not a CSV file; extract it \(tar xf\)"),
     "gzip_of_parquet_is_named_inside": (lambda p, f, t: p.write_bytes(gzip.compress(b"PAR1" + bytes(32))),
                                      r"is an Apache Parquet file \(gzip-compressed\), not a CSV file"),
     "gzip_of_nothing": (lambda p, f, t: p.write_bytes(gzip.compress(b"")),
@@ -776,6 +781,11 @@ REFUSED = {
     "utf16_empty": (_bytes(codecs.BOM_UTF16_LE + "\r\n".encode("utf-16-le")),
                     r"is empty; pass a CSV file with a header row and data rows"),
 }
+
+
+def _npy(path, frame) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, frame.to_numpy())
 
 
 def _tar_gz(path: Path, text: str) -> None:

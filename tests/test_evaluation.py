@@ -9,10 +9,10 @@ from matplotlib.image import imread
 
 from steps.data import TARGET
 from steps.evaluation import MIN_SCORE_ROWS, metrics_table, regression_metrics
-from steps.split import split_dataset
-from steps.outputs import OutputError, check_output_dir, write_run_outputs
 from steps.models import build_linear
+from steps.outputs import OutputError, check_output_dir, write_run_outputs
 from steps.plots import error_distribution_plot, model_comparison_plot, prediction_plot
+from steps.split import split_dataset
 
 
 def test_regression_metrics_by_hand():

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from sklearn.metrics import r2_score
 
-from steps.split import split_dataset
 from steps.models import (
     EARTH_RADIUS_KM,
     MODEL_ARGUMENTS,
@@ -26,6 +25,7 @@ from steps.models import (
 )
 from steps.params import DEFAULTS as P
 from steps.params import MODEL_KINDS, PipelineParameters
+from steps.split import split_dataset
 
 
 def _r2(model, split):
@@ -101,7 +101,7 @@ def test_neighbor_features_of_new_rows_are_those_of_the_k_nearest_training_rows(
     out = SpatialNeighborTargets(n_neighbors=16).fit(X_train, y_train).transform(X_test.head(3))
     assert list(out.columns) == [*X_test.columns, *NEIGHBOR_FEATURES] and list(out.index) == list(X_test.index[:3])
     lat, lon = np.radians(X_train["Latitude"].to_numpy()), np.radians(X_train["Longitude"].to_numpy())
-    for (_, row), (_, feats) in zip(X_test.head(3).iterrows(), out.iterrows()):
+    for (_, row), (_, feats) in zip(X_test.head(3).iterrows(), out.iterrows(), strict=False):
         la, lo = np.radians(row["Latitude"]), np.radians(row["Longitude"])
         hav = np.sin((lat - la) / 2) ** 2 + np.cos(la) * np.cos(lat) * np.sin((lon - lo) / 2) ** 2
         km = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(hav))

@@ -369,7 +369,8 @@ def test_web_ui_shows_the_pipeline_its_steps_and_args(agents, local_run, tmp_pat
     pipeline = texts["pipeline"]
     for step in ("load", "split", "train_polynomial", "train_xgboost", "evaluate"):
         assert step in pipeline.splitlines(), step
-    params = dict(zip(pipeline.splitlines()[::1], pipeline.splitlines()[1:]))
+    lines = pipeline.splitlines()
+    params = dict(zip(lines, lines[1:], strict=False))
     assert params["poly_degree"] == "3" and params["test_size"] == "0.2" and params["spatial_neighbors"] == "16"
     metrics = pd.read_csv(out / "metrics.csv").set_index("model")
     assert float(params["R2/xgboost"]) == pytest.approx(metrics.loc["xgboost", "r2"])

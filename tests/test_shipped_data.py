@@ -7,8 +7,8 @@ import re
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT, SHIPPED_CSV
+
 from steps.data import FEATURES, STATLIB_COLUMNS, TARGET, load_dataset
 
 SHARED_CSV = ROOT.parent / "shared" / "data" / "cal_housing.csv"
