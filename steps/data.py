@@ -16,7 +16,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Literal, Optional
 
 import numpy as np
 import pandas as pd
@@ -27,10 +27,10 @@ from steps.logs import library_warnings
 from steps.split import MIN_TEST_ROWS, MIN_TRAIN_ROWS, check_split_sizes, split_dataset
 
 __all__ = [  # the split's names are defined in steps.split and kept importable from here
-    "FEATURES", "TARGET", "STATLIB_COLUMNS", "STATLIB_COUNTS", "NON_NEGATIVE_FEATURES", "MAX_ABS_VALUE",
-    "CHUNK_ROWS", "PROGRESS_BYTES", "DataError", "statlib_to_sklearn", "read_housing_csv", "fetch_sklearn_dataset",
-    "validate_dataset", "load_dataset", "check_csv", "MIN_TRAIN_ROWS", "MIN_TEST_ROWS", "check_split_sizes",
-    "split_dataset",
+    "FEATURES", "TARGET", "STATLIB_COLUMNS", "STATLIB_TARGET", "STATLIB_COUNTS", "NON_NEGATIVE_FEATURES",
+    "MAX_ABS_VALUE", "CHUNK_ROWS", "PROGRESS_BYTES", "DataError", "sniff_housing_csv", "statlib_to_sklearn",
+    "read_housing_csv", "read_features", "fetch_sklearn_dataset", "validate_features", "validate_dataset",
+    "load_dataset", "check_csv", "MIN_TRAIN_ROWS", "MIN_TEST_ROWS", "check_split_sizes", "split_dataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ STATLIB_COLUMNS: tuple[str, ...] = (
     "median_income",
     "median_house_value",
 )
+#: The target column of the StatLib layout (in dollars; ``MedHouseVal`` = it / 100,000).
+STATLIB_TARGET = "median_house_value"
 #: Count columns of the StatLib layout: they may not be negative.
 STATLIB_COUNTS: tuple[str, ...] = ("total_rooms", "total_bedrooms", "population", "households")
 
@@ -72,13 +74,28 @@ CHUNK_ROWS = 500_000
 #: Files larger than this many bytes get a progress line per chunk read.
 PROGRESS_BYTES = 50 * 2**20
 
+#: Whether a CSV must have the target column: ``"required"`` to train, ``"optional"`` to predict.
+TargetRule = Literal["required", "optional"]
+#: Columns of each layout, and its target column.
+_LAYOUTS: dict[str, tuple[str, ...]] = {"sklearn": (*FEATURES, TARGET), "statlib": STATLIB_COLUMNS}
+_LAYOUT_TARGET = {"sklearn": TARGET, "statlib": STATLIB_TARGET}
 
-def _check_columns(path: Path, columns: tuple[str, ...] | list[str]) -> tuple[str, list[str]]:
+
+def _target_required(target: str) -> bool:
+    if target not in ("required", "optional"):
+        raise ValueError(f"target = {target!r}: choose 'required' or 'optional'")
+    return target == "required"
+
+
+def _check_columns(path: Path, columns: tuple[str, ...] | list[str],
+                   target: TargetRule = "required") -> tuple[str, list[str]]:
     """Decide the layout ('sklearn' or 'statlib') from the header; return it and the ignored extras.
 
     A column without a name (a row index saved with the data, e.g. by ``DataFrame.to_csv`` with its
     default ``index=True``) is an extra named by its position: ``column 1 (no name: a saved row index?)``.
+    With ``target="optional"`` only the feature columns of the layout are needed (to predict).
     """
+    required = _target_required(target)
     columns = list(columns)
     if columns and all(is_number(c) for c in columns):
         raise DataError(
@@ -91,29 +108,38 @@ def _check_columns(path: Path, columns: tuple[str, ...] | list[str]) -> tuple[st
     if duplicated:
         raise DataError(f"{path}: duplicated column(s) {', '.join(duplicated)}; keep one column of each name")
     present = set(named)
-    layouts = {"sklearn": (*FEATURES, TARGET), "statlib": STATLIB_COLUMNS}
-    missing = {name: [c for c in cols if c not in present] for name, cols in layouts.items()}
+    layouts = _LAYOUTS
+    needed = {name: [c for c in cols if required or c != _LAYOUT_TARGET[name]] for name, cols in layouts.items()}
+    missing = {name: [c for c in cols if c not in present] for name, cols in needed.items()}
     layout = min(missing, key=lambda name: len(missing[name]))
     unknown = [c if c else f"column {i} (no name: a saved row index?)" for i, c in enumerate(columns, 1)
                if c not in layouts[layout]]
     if missing[layout]:
         hint = f" (found unknown column(s): {', '.join(unknown)})" if unknown else ""
+        if required:
+            raise DataError(
+                f"{path}: missing column(s) {', '.join(missing[layout])}{hint}; the CSV needs either "
+                f"scikit-learn's columns ({','.join(layouts['sklearn'])}) or the StatLib columns "
+                f"({','.join(STATLIB_COLUMNS)})"
+            )
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing[layout])}{hint}; the CSV needs either "
-            f"scikit-learn's columns ({','.join(layouts['sklearn'])}) or the StatLib columns "
-            f"({','.join(STATLIB_COLUMNS)})"
+            f"scikit-learn's feature columns ({','.join(needed['sklearn'])}) or the StatLib columns "
+            f"({','.join(needed['statlib'])}); the target column ({TARGET} or {STATLIB_TARGET}) is optional"
         )
     return layout, unknown
 
 
-def sniff_housing_csv(path: str | os.PathLike) -> tuple[CsvFormat, str, list[str]]:
+def sniff_housing_csv(path: str | os.PathLike, target: TargetRule = "required") -> tuple[CsvFormat, str, list[str]]:
     """What the file is and which layout its header has: (format, ``'sklearn'`` or ``'statlib'``, ignored extras).
 
+    :param target: ``"required"``: the header must have the layout's target column (to train);
+        ``"optional"``: only its feature columns (to predict).
     :raises DataError: see :func:`steps.csv_files.sniff_csv` (the file is not a CSV this reads) and
         the header checks of :func:`read_housing_csv`.
     """
     fmt = sniff_csv(Path(path), expected_columns=(*FEATURES, TARGET, *STATLIB_COLUMNS))
-    layout, extra = _check_columns(Path(path), fmt.columns)
+    layout, extra = _check_columns(Path(path), fmt.columns, target)
     return fmt, layout, extra
 
 
@@ -124,13 +150,14 @@ def statlib_to_sklearn(raw: pd.DataFrame) -> pd.DataFrame:
     (``sklearn/datasets/_california_housing.py``): per-household averages of rooms, bedrooms and
     occupants, and the median house value divided by 100,000.
 
-    :param raw: DataFrame with (at least) the :data:`STATLIB_COLUMNS`, n rows.
-    :returns: DataFrame of n rows and the columns :data:`FEATURES` + ``MedHouseVal`` ($100k).
-        A district with 0 (or an infinite or missing number of) households gets NaN for its three
-        ratios (no division by zero).
+    :param raw: DataFrame with (at least) the :data:`STATLIB_COLUMNS`, n rows; ``median_house_value``
+        may be left out (features to predict from).
+    :returns: DataFrame of n rows and the columns :data:`FEATURES` + ``MedHouseVal`` ($100k), the
+        latter only when ``raw`` has ``median_house_value``. A district with 0 (or an infinite or
+        missing number of) households gets NaN for its three ratios (no division by zero).
     """
     households = raw["households"].where((raw["households"] != 0) & np.isfinite(raw["households"]))
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "MedInc": raw["median_income"],
             "HouseAge": raw["housing_median_age"],
@@ -140,12 +167,18 @@ def statlib_to_sklearn(raw: pd.DataFrame) -> pd.DataFrame:
             "AveOccup": raw["population"] / households,
             "Latitude": raw["latitude"],
             "Longitude": raw["longitude"],
-            TARGET: raw["median_house_value"] / 100_000.0,
         }
     )
+    if STATLIB_TARGET in raw.columns:
+        frame[TARGET] = raw[STATLIB_TARGET] / 100_000.0
+    return frame
 
 
-def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str], None]] = None) -> pd.DataFrame:
+def read_housing_csv(
+    path: str | os.PathLike,
+    progress: Optional[Callable[[str], None]] = None,
+    target: TargetRule = "required",
+) -> pd.DataFrame:
     """Read a California Housing CSV in scikit-learn's or StatLib's column layout.
 
     What the file is comes from :func:`steps.csv_files.sniff_csv`: plain, gzip, bz2, xz or a zip of
@@ -157,8 +190,11 @@ def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str],
     size of the result, and a progress line is passed to ``progress`` (default: the log) per chunk.
 
     :param path: the CSV file.
+    :param target: ``"required"`` (to train): the file must have the target column;
+        ``"optional"`` (to predict): it may lack it (``MedHouseVal`` or StatLib's ``median_house_value``).
     :returns: DataFrame of n rows x (8 features + ``MedHouseVal`` in $100k), float64, not yet
-        validated (see :func:`validate_dataset`).
+        validated (see :func:`validate_dataset`, :func:`validate_features`); without the
+        ``MedHouseVal`` column when the target is optional and the file has none.
     :raises DataError: the file is missing, a folder, unreadable, empty, not a CSV table (the
         message names what it is: a spreadsheet, Parquet, SQLite, JSON, HTML, an archive of several
         files, binary, ...), has no header row or only a header, lacks, duplicates or renames a needed
@@ -166,8 +202,8 @@ def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str],
         columns, districts with 0 households) are logged only once the file has been read without error.
     """
     path = Path(path)
-    fmt, layout, extra = sniff_housing_csv(path)
-    usecols = list((*FEATURES, TARGET) if layout == "sklearn" else STATLIB_COLUMNS)
+    fmt, layout, extra = sniff_housing_csv(path, target)
+    usecols = [c for c in _LAYOUTS[layout] if c != _LAYOUT_TARGET[layout] or c in fmt.columns]
     report = progress or log.info
     size = path.stat().st_size
     chunks = []
@@ -183,7 +219,7 @@ def read_housing_csv(path: str | os.PathLike, progress: Optional[Callable[[str],
     raw = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0].reset_index(drop=True)
     if layout == "sklearn":
         _warn_extra(path, extra)
-        return raw[list((*FEATURES, TARGET))]
+        return raw[[c for c in (*FEATURES, TARGET) if c in usecols]]
     # An infinite count is as unknown as a missing one (an infinite household count would
     # otherwise turn the ratios into 0); validate_dataset then imputes or drops it.
     raw = raw.replace([np.inf, -np.inf], np.nan)
@@ -234,6 +270,60 @@ def fetch_sklearn_dataset() -> pd.DataFrame:
     return bunch.frame[list((*FEATURES, TARGET))].astype("float64")
 
 
+def validate_features(X: pd.DataFrame) -> pd.DataFrame:
+    """Check the values of the 8 features; drop no row (one prediction per row), require no row count.
+
+    Rules (the feature rules of :func:`validate_dataset`, which uses this): the 8 :data:`FEATURES`
+    present, as float64; infinite values count as missing (each model imputes missing values with
+    its training median); values beyond +-:data:`MAX_ABS_VALUE`, negative values of
+    :data:`NON_NEGATIVE_FEATURES` and a feature with no value at all are refused. A target column
+    ``MedHouseVal`` in ``X`` is kept and bounded by +-:data:`MAX_ABS_VALUE` like the features.
+    Nothing is logged.
+
+    :param X: DataFrame of n rows x the 8 features (and optionally ``MedHouseVal``); other columns
+        are left out of the result.
+    :returns: DataFrame of the same n rows and index, the 8 features (then ``MedHouseVal`` if
+        given), float64, infinite values replaced by NaN.
+    :raises DataError: a feature column is missing or has no value, a value is out of bounds or
+        negative where it cannot be.
+    """
+    missing = [c for c in FEATURES if c not in X.columns]
+    if missing:
+        raise DataError(f"the data has no column(s) {', '.join(missing)}; pass a California Housing CSV")
+    columns = [*FEATURES, *([TARGET] if TARGET in X.columns else [])]
+    data = X[columns].astype("float64").replace([np.inf, -np.inf], np.nan)
+    huge = [c for c in columns if (data[c].abs() > MAX_ABS_VALUE).any()]
+    if huge:
+        raise DataError(
+            f"column(s) {', '.join(huge)} hold values beyond +-{MAX_ABS_VALUE:.0e}, which no census figure "
+            "reaches; check the units and fix or remove those rows"
+        )
+    negative = [c for c in NON_NEGATIVE_FEATURES if (data[c] < 0).any()]
+    if negative:
+        raise DataError(
+            f"feature(s) {', '.join(negative)} have negative values, but incomes, counts and per-household "
+            "averages cannot be negative; fix or remove those rows"
+        )
+    empty = [c for c in FEATURES if data[c].isna().all()]
+    if empty:
+        raise DataError(
+            f"feature(s) {', '.join(empty)} have no value in any row (all missing or infinite); "
+            "fill in the column, or check the columns it is computed from"
+        )
+    return data
+
+
+def _warn_missing_features(data: pd.DataFrame) -> None:
+    """Log how many rows have missing feature values (each model imputes them)."""
+    nan_rows = int(data[list(FEATURES)].isna().any(axis=1).sum())
+    if nan_rows:
+        log.warning(
+            "%d row(s) have missing or infinite feature values; each model imputes them with the "
+            "training median of that feature",
+            nan_rows,
+        )
+
+
 def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     """Check the data before anything trains and return the rows that can be used.
 
@@ -242,8 +332,9 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     them); missing feature values are kept and imputed with the training median inside each model,
     with a warning giving their count; a constant feature is kept with a warning; a feature with no
     value at all, values beyond +-:data:`MAX_ABS_VALUE`, negative values of
-    :data:`NON_NEGATIVE_FEATURES`, a constant target and too few rows are refused. Every check that can refuse the
-    data runs before any warning is logged, so a refused data set gives exactly one message.
+    :data:`NON_NEGATIVE_FEATURES` (these through :func:`validate_features`), a constant target and
+    too few rows are refused. Every check that can refuse the data runs before any warning is
+    logged, so a refused data set gives exactly one message.
 
     :param frame: DataFrame of n rows x (features + ``MedHouseVal`` in $100k).
     :returns: DataFrame of m <= n rows, same columns, float64, fresh 0..m-1 index.
@@ -264,24 +355,7 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
             f"only {len(data)} usable row(s){why}; the pipeline needs at least {minimum} rows "
             f"({MIN_TRAIN_ROWS} to train, {MIN_TEST_ROWS} to test), pass a CSV with more data rows"
         )
-    huge = [c for c in (*FEATURES, TARGET) if (data[c].abs() > MAX_ABS_VALUE).any()]
-    if huge:
-        raise DataError(
-            f"column(s) {', '.join(huge)} hold values beyond +-{MAX_ABS_VALUE:.0e}, which no census figure "
-            "reaches; check the units and fix or remove those rows"
-        )
-    negative = [c for c in NON_NEGATIVE_FEATURES if (data[c] < 0).any()]
-    if negative:
-        raise DataError(
-            f"feature(s) {', '.join(negative)} have negative values, but incomes, counts and per-household "
-            "averages cannot be negative; fix or remove those rows"
-        )
-    empty = [c for c in FEATURES if data[c].isna().all()]
-    if empty:
-        raise DataError(
-            f"feature(s) {', '.join(empty)} have no value in any row (all missing or infinite); "
-            "fill in the column, or check the columns it is computed from"
-        )
+    data = validate_features(data)
     if data[TARGET].nunique() <= 1:
         raise DataError(
             f"the target {TARGET} is constant ({data[TARGET].iloc[0]:g}); there is nothing to learn, "
@@ -289,13 +363,7 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
         )
     if dropped:
         log.warning("dropping %d row(s) whose target %s is missing or infinite", dropped, TARGET)
-    nan_rows = int(data[list(FEATURES)].isna().any(axis=1).sum())
-    if nan_rows:
-        log.warning(
-            "%d row(s) have missing or infinite feature values; each model imputes them with the "
-            "training median of that feature",
-            nan_rows,
-        )
+    _warn_missing_features(data)
     for col in FEATURES:
         if data[col].nunique(dropna=True) <= 1:
             log.warning("feature %s is constant; it carries no information", col)
@@ -317,6 +385,31 @@ def load_dataset(data_path: str = "") -> pd.DataFrame:
         frame = fetch_sklearn_dataset() if data_path in ("", "sklearn") else read_housing_csv(data_path)
         with library_warnings(log):
             return validate_dataset(frame)
+
+
+def read_features(
+    path: str | os.PathLike, progress: Optional[Callable[[str], None]] = None
+) -> tuple[pd.DataFrame, Optional[pd.Series]]:
+    """Read a California Housing CSV to predict from: its features, and its target when it has one.
+
+    The file is read as :func:`read_housing_csv` reads it (every format, the same checks and
+    messages), except that the target column is optional; its values are checked by
+    :func:`validate_features`: no row is dropped and there is no row minimum, so there is one
+    row of ``X`` per data row of the file. Warnings (extra columns, 0 households, missing feature
+    values) are logged only when the file is accepted.
+
+    :returns: ``(X, y)``: X is n x 8 float64 (:data:`FEATURES`, index 0..n-1, missing or infinite
+        values as NaN); y is the target (n,) ``MedHouseVal`` in $100k (NaN where a row has none or
+        an infinite one), or ``None`` when the file has no target column.
+    :raises DataError: one line naming the problem and the fix.
+    """
+    with _warnings_if_accepted():
+        frame = read_housing_csv(path, progress, target="optional")
+        with library_warnings(log):
+            data = validate_features(frame)
+        _warn_missing_features(data)
+    y = data[TARGET] if TARGET in data.columns else None
+    return data[list(FEATURES)], y
 
 
 @contextmanager

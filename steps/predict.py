@@ -31,31 +31,13 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from steps.data import (
-    CHUNK_ROWS,
-    FEATURES,
-    MAX_ABS_VALUE,
-    NON_NEGATIVE_FEATURES,
-    STATLIB_COLUMNS,
-    STATLIB_COUNTS,
-    TARGET,
-    DataError,
-    _read_header,
-    _to_numeric,
-    statlib_to_sklearn,
-)
+from steps.data import TARGET, read_features
+from steps.errors import DataError  # noqa: F401  (raised by read_features_csv; importable from here)
 from steps.evaluation import regression_metrics
 from steps.params import MODEL_KINDS
 
 log = logging.getLogger(__name__)
 
-STATLIB_TARGET = "median_house_value"
-#: Feature columns of each accepted layout (the target column is optional when predicting).
-FEATURE_LAYOUTS: dict[str, tuple[str, ...]] = {
-    "sklearn": FEATURES,
-    "statlib": tuple(c for c in STATLIB_COLUMNS if c != STATLIB_TARGET),
-}
-TARGET_OF_LAYOUT = {"sklearn": TARGET, "statlib": STATLIB_TARGET}
 #: Columns of the metrics table :func:`predict_csv` returns when the input has a target.
 PREDICT_METRIC_COLUMNS: tuple[str, ...] = ("model", "r2", "rmse", "mae", "n_rows")
 
@@ -125,135 +107,25 @@ def load_models(run_dir: str | os.PathLike, model: Optional[str] = None) -> dict
 # --------------------------------------------------------------------------- input data
 
 
-def _feature_layout(path: Path, columns: list[str]) -> tuple[str, bool, list[str]]:
-    """Decide the layout from the header: ``(layout, has target, ignored extra columns)``.
-
-    Mirrors :func:`steps.data._check_columns`, with the target column optional.
-    """
-    if columns and all(_is_number(c) for c in columns):
-        raise DataError(
-            f"{path}: the first line holds numbers, not column names, so the CSV has no header row; add "
-            f"the header line {','.join(STATLIB_COLUMNS)} (StatLib's cal_housing.data has none) or "
-            f"{','.join((*FEATURES, TARGET))} as the first line"
-        )
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
-    if duplicated:
-        raise DataError(f"{path}: duplicated column(s) {', '.join(duplicated)}; keep one column of each name")
-    present = set(columns)
-    missing = {name: [c for c in cols if c not in present] for name, cols in FEATURE_LAYOUTS.items()}
-    layout = min(missing, key=lambda name: len(missing[name]))
-    known = (*FEATURE_LAYOUTS[layout], TARGET_OF_LAYOUT[layout])
-    if missing[layout]:
-        unknown = [c for c in columns if c not in known]
-        hint = f" (found unknown column(s): {', '.join(unknown)})" if unknown else ""
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing[layout])}{hint}; the CSV needs either "
-            f"scikit-learn's feature columns ({','.join(FEATURES)}) or the StatLib columns "
-            f"({','.join(FEATURE_LAYOUTS['statlib'])}); the target column ({TARGET} or {STATLIB_TARGET}) is optional"
-        )
-    return layout, TARGET_OF_LAYOUT[layout] in present, [c for c in columns if c not in known]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def read_features_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, Optional[pd.Series]]:
     """Read a California Housing CSV for prediction: its features, and its target when it has one.
 
-    The same file checks and messages as :func:`steps.data.read_housing_csv` (missing, folder,
-    binary, zip, gzip, HTML, no header, delimiter, duplicated or missing columns, non-numeric
-    cells, decimal commas, negative counts), except that the target column is optional. Values
-    are then checked as :func:`steps.data.validate_dataset` checks features: infinite values count
-    as missing (each model imputes them with its training median), values beyond
-    +-:data:`~steps.data.MAX_ABS_VALUE`, negative :data:`~steps.data.NON_NEGATIVE_FEATURES` and a
-    feature with no value at all are refused. No row is dropped: one prediction per data row.
+    This is :func:`steps.data.read_features`: the file is read as for training (every format
+    :func:`steps.data.read_housing_csv` reads, the same checks and messages), except that the
+    target column is optional, and the feature values are checked by
+    :func:`steps.data.validate_features`, which drops no row. A row without a target is predicted
+    but left out of the metrics (a warning gives their count).
 
-    :param path: the CSV file (scikit-learn's or StatLib's layout, delimiter ``, ; TAB |``).
-    :returns: ``(X, y)``: X is n x 8 float64 (:data:`FEATURES`, index 0..n-1); y is the target
-        (n,) in $100k (NaN where a row has none) or ``None`` when the file has no target column.
+    :param path: the CSV file (scikit-learn's or StatLib's layout; ``~`` is expanded).
+    :returns: ``(X, y)``: X is n x 8 float64 (:data:`~steps.data.FEATURES`, index 0..n-1); y is the
+        target (n,) in $100k (NaN where a row has none) or ``None`` when the file has no target column.
     :raises DataError: one line naming the problem and the fix.
     """
-    path = Path(path).expanduser()
-    columns, delimiter = _read_header(path)
-    layout, has_target, extra = _feature_layout(path, columns)
-    wanted = {*FEATURE_LAYOUTS[layout], *([TARGET_OF_LAYOUT[layout]] if has_target else [])}
-    chunks, rows = [], 0
-    try:
-        reader = pd.read_csv(path, sep=delimiter, usecols=lambda c: c.strip().strip('"').strip("'") in wanted,
-                             chunksize=CHUNK_ROWS, skipinitialspace=True, encoding="utf-8-sig",
-                             encoding_errors="replace", low_memory=False)
-        for chunk in reader:
-            chunk.columns = [c.strip().strip('"').strip("'") for c in chunk.columns]
-            chunks.append(_to_numeric(path, chunk, rows))
-            rows += len(chunk)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a well-formed CSV table ({first}); check the delimiter and quoting") from None
-    if rows == 0:
-        raise DataError(f"{path} has a header but no data rows; pass a CSV with data rows")
-    raw = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0].reset_index(drop=True)
-    raw = raw.replace([np.inf, -np.inf], np.nan)
-    if layout == "statlib":
-        for col in STATLIB_COUNTS:
-            negative = raw[col] < 0
-            if negative.any():
-                row = int(np.flatnonzero(negative.to_numpy())[0]) + 1
-                raise DataError(
-                    f"{path}: column {col} has {int(negative.sum())} negative value(s) (first in data row {row}); "
-                    "counts cannot be negative, fix or remove those rows"
-                )
-        if not has_target:
-            raw[STATLIB_TARGET] = np.nan
-        zero_households = int((raw["households"] == 0).sum())
-        data = statlib_to_sklearn(raw)
-    else:
-        zero_households = 0
-        data = raw if has_target else raw.assign(**{TARGET: np.nan})
-    X = data[list(FEATURES)].astype("float64")
-    _check_feature_values(X)
-    if extra:
-        log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
-    if zero_households:
-        log.warning("%s: %d district(s) with 0 households: their AveRooms, AveBedrms and AveOccup are unknown "
-                    "and are imputed with the training median inside each model", path, zero_households)
-    missing = int(X.isna().any(axis=1).sum())
-    if missing:
-        log.warning("%d row(s) have missing or infinite feature values; each model imputes them with the "
-                    "training median of that feature", missing)
-    y = data[TARGET].astype("float64").rename(TARGET) if has_target else None
+    X, y = read_features(Path(path).expanduser())
     if y is not None and y.isna().any():
         log.warning("%d row(s) have no target %s: they get predictions but are left out of the metrics",
                     int(y.isna().sum()), TARGET)
     return X, y
-
-
-def _check_feature_values(X: pd.DataFrame) -> None:
-    """The feature checks of :func:`steps.data.validate_dataset` (no row dropped, no row minimum)."""
-    huge = [c for c in FEATURES if (X[c].abs() > MAX_ABS_VALUE).any()]
-    if huge:
-        raise DataError(
-            f"column(s) {', '.join(huge)} hold values beyond +-{MAX_ABS_VALUE:.0e}, which no census figure "
-            "reaches; check the units and fix or remove those rows"
-        )
-    negative = [c for c in NON_NEGATIVE_FEATURES if (X[c] < 0).any()]
-    if negative:
-        raise DataError(
-            f"feature(s) {', '.join(negative)} have negative values, but incomes, counts and per-household "
-            "averages cannot be negative; fix or remove those rows"
-        )
-    empty = [c for c in FEATURES if X[c].isna().all()]
-    if empty:
-        raise DataError(
-            f"feature(s) {', '.join(empty)} have no value in any row (all missing or infinite); "
-            "fill in the column, or check the columns it is computed from"
-        )
 
 
 # --------------------------------------------------------------------------- output file
