@@ -174,8 +174,10 @@ def evaluate(X_test, y_test, output_dir: str = "", polynomial=None, xgboost=None
     from reporting import register_models, report_metrics, upload_result_files
     from steps.evaluation import metrics_table, predict_all
     from steps.logs import library_warnings
-    from steps.outputs import staged_output, write_run_files
+    from steps.outputs import output_dir_for_step, staged_output, write_run_files
     from steps.plots import figure_titles, run_figures
+
+    output_dir = str(output_dir_for_step(output_dir))  # on an agent, a re-run's folder may be taken
 
     fitted = {name: model for name, model in (("polynomial", polynomial), ("xgboost", xgboost),
                                               ("linear", linear), ("random_forest", random_forest))

@@ -269,9 +269,12 @@ def record_failure(task, exc: BaseException, message: str) -> None:
     """
     import traceback
 
+    from clearml import Task
+
     interrupted = isinstance(exc, KeyboardInterrupt)
     try:
-        task.add_tags(["interrupted" if interrupted else "failed"])
+        if Task.is_offline():
+            task.add_tags(["interrupted" if interrupted else "failed"])
         task.get_logger().report_text(message + "\n" + "".join(traceback.format_exception(exc)), print_console=False)
         if interrupted:
             task.mark_stopped(force=True, status_message="interrupted")
@@ -302,9 +305,9 @@ def _session_outcome(path: Path) -> tuple[Optional[str], str]:
     for line in (read("log.jsonl") or "").splitlines():  # the first line of the recorded failure text
         try:
             for event in json.loads(line) if line.startswith("[") else [json.loads(line)]:
-                msg = str(event.get("msg", ""))
-                if msg.startswith(("step '", "the pipeline failed", "interrupted")):
-                    reason = msg.splitlines()[0]
+                for text in str(event.get("msg", "")).splitlines():
+                    if text.startswith(("step '", "the pipeline failed", "interrupted")):
+                        return outcome, text
         except (ValueError, AttributeError):
             continue
     return outcome, reason

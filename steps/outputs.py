@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import errno
 import json
+import logging
 import os
 import shutil
 import socket
@@ -86,6 +87,28 @@ def new_run_dir(root: str | os.PathLike = "runs") -> Path:
     """A fresh, not yet created path ``<root>/<UTC time>-<random>``; two runs never get the same one."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return Path(root) / f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def output_dir_for_step(output_dir: str | os.PathLike, fallback_root: str | os.PathLike = "runs") -> Path:
+    """The folder a step writes the run's files to: ``output_dir``, or a fresh one if a new run cannot use it.
+
+    For a step that runs where nothing was claimed for it: on a ClearML agent (``--mode remote``,
+    or a run re-run from the web UI, whose ``output_dir`` still names the first run's folder).
+    When ``output_dir`` already holds results, is in use, or cannot be created on this machine, the
+    files go to a new folder ``<fallback_root>/<UTC time>-<random>`` instead, with a warning (the
+    run's artifacts in ClearML hold the same files either way). Where this run claimed
+    ``output_dir`` (:func:`claim_output_dir`), it is returned as it is.
+
+    :returns: the absolute folder to write to.
+    """
+    if os.environ.get(CLAIM_ENV):
+        return _absolute(output_dir)
+    try:
+        return check_output_dir(output_dir)
+    except OutputError as exc:
+        fresh = _absolute(new_run_dir(fallback_root))
+        logging.getLogger("steps.outputs").warning(f"{exc}; writing this run's files to {fresh} instead")
+        return fresh
 
 
 def _absolute(output_dir: str | os.PathLike) -> Path:

@@ -115,16 +115,17 @@ def test_a_registered_model_loads_again_through_input_model(agents, local_run, d
     run, out = local_run
     evaluate = agents.api.step_tasks(run)["evaluate"]
     model_id = next(m["id"] for m in agents.api("models.get_all", task=[evaluate])["models"] if m["name"] == "xgboost")
-    code = ("import sys, joblib, pandas as pd; from clearml import InputModel; "
+    code = ("import json, sys, joblib; from clearml import InputModel; "
             "sys.path.insert(0, sys.argv[3]); from steps.data import load_dataset; "
             "m = joblib.load(InputModel(model_id=sys.argv[1]).get_local_copy()); "
-            "X = load_dataset(sys.argv[2]).drop(columns='MedHouseVal').head(50); print(list(m.predict(X)))")
+            "X = load_dataset(sys.argv[2]).drop(columns='MedHouseVal').head(50); "
+            "print(json.dumps([float(v) for v in m.predict(X)]))")
     result = subprocess.run([sys.executable, "-c", code, model_id, str(data), str(Path(__file__).parents[1])],
                             capture_output=True, text=True, timeout=120, env=agents.client_env(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     import joblib
 
-    predicted = eval(result.stdout.strip().splitlines()[-1])
+    predicted = json.loads(result.stdout.strip().splitlines()[-1])
     expected = joblib.load(out / "models" / "xgboost.joblib")
     from steps.data import load_dataset
 
@@ -141,10 +142,75 @@ def test_local_run_is_rerunnable_elsewhere(agents, local_run):
     assert train["script"]["repository"].startswith("file://") and len(train["script"]["version_num"]) == 40
 
 
+# --- what a user sees in the web UI (a real browser: Debian's chromium driven by playwright) -----------
+
+def _pages(server, tmp_path, pages: list[dict]) -> dict[str, str]:
+    """Open the pages in the web UI (tests/ui_pages.py, run by the harness's Python); ``{name: visible text}``."""
+    from server_support import harness_python, web_available
+
+    why = web_available() if server.web else "the test server was started without its web UI"
+    if why:
+        pytest.skip(why)
+    spec = tmp_path / "pages.json"
+    spec.write_text(json.dumps(pages))
+    result = subprocess.run([str(harness_python()), str(Path(__file__).parent / "ui_pages.py"),
+                             server.env["CLEARML_WEB_HOST"], str(tmp_path / "shots"), str(spec)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_web_ui_shows_the_pipeline_its_steps_and_args(agents, local_run, tmp_path):
+    run, out = local_run
+    web = agents.env["CLEARML_WEB_HOST"]
+    project = agents.api.task(run)["project"]["id"]
+    evaluate = agents.api.step_tasks(run)["evaluate"]
+    texts = _pages(agents, tmp_path, [
+        {"name": "pipeline", "url": f"{web}/pipelines/{project}/tasks/{run}", "wait_for": "train_xgboost"},
+        {"name": "steps", "url": f"{web}/projects/{project}/tasks", "wait_for": "evaluate"},
+        {"name": "plots", "url": f"{web}/projects/{project}/tasks/{evaluate}/plots",
+         "wait_for": "Model comparison (test set)"},
+    ])
+    pipeline = texts["pipeline"]
+    for step in ("load", "split", "train_polynomial", "train_xgboost", "evaluate"):
+        assert step in pipeline.splitlines(), step
+    lines = pipeline.splitlines()
+    params = dict(zip(lines, lines[1:], strict=False))
+    assert params["poly_degree"] == "3" and params["test_size"] == "0.2" and params["spatial_neighbors"] == "16"
+    metrics = pd.read_csv(out / "metrics.csv").set_index("model")
+    assert float(params["R2/xgboost"]) == pytest.approx(metrics.loc["xgboost", "r2"])
+    steps = [line.strip() for line in texts["steps"].splitlines() if line.strip()]
+    for step in ("load", "split", "train_polynomial", "train_xgboost", "evaluate"):
+        assert steps[steps.index(step) + 1] == "Completed", step
+    for title in ("Predicted vs actual (test set)", "xgboost: error distribution (test set)",
+                  "Model comparison (test set)"):
+        assert title in texts["plots:content"], title
+
+
+def test_rerun_clicked_through_the_web_ui(agents, local_run, tmp_path):
+    """The harness's click-through (Pipelines -> run -> Details -> Clone -> edit Args -> Enqueue), on a real browser."""
+    from server_support import HARNESS, harness_python, web_available
+
+    if not agents.web or web_available():
+        pytest.skip(web_available() or "the test server was started without its web UI")
+    run, _ = local_run
+    result = subprocess.run([str(harness_python()), str(HARNESS / "harness" / "ui_rerun_example.py"), str(agents.state),
+                             "--pipeline", "tabular regression", "--run", agents.api.task(run)["name"],
+                             "--set", "poly_degree=2", "--set", "xgb_max_depth=4", "--queue", "services",
+                             "--shots", str(tmp_path / "shots"), "--wait", "600"],
+                            capture_output=True, text=True, timeout=900)
+    clone = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
+    steps = agents.api.step_tasks(clone)
+    assert agents.api.params(steps["train_polynomial"])["kwargs/degree"] == "2"
+    assert agents.api.params(steps["train_xgboost"])["kwargs/max_depth"] == "4"
+    assert steps["load"] == agents.api.step_tasks(run)["load"]
+
+
 def test_remote_run_with_controller_on_services(agents, remote_run):
     run, _ = remote_run
     task = agents.api.task(run)
-    assert task["execution"]["queue"]  # it was enqueued, and an agent ran it
+    assert task["last_worker"].startswith("test-agent-services")  # enqueued, and an agent ran it
     assert agents.api.params(run)["Args/poly_degree"] == "2"
     steps = agents.api.step_tasks(run)
     assert agents.api.params(steps["train_polynomial"])["kwargs/degree"] == "2"
@@ -158,7 +224,7 @@ def test_remote_run_with_controller_here(agents, remote_local_controller_run):
     steps = agents.api.step_tasks(run)
     assert set(steps) == {"load", "split", "train_polynomial", "train_linear", "evaluate"}
     for task_id in steps.values():
-        assert agents.api.task(task_id)["execution"]["queue"]  # run by an agent, from the queue
+        assert agents.api.task(task_id)["last_worker"].startswith("test-agent-default")  # run by an agent
     metrics = metrics_of(agents, run)
     assert 0.55 <= metrics.loc["linear", "r2"] <= 0.65
     pd.testing.assert_frame_equal(metrics, pd.read_csv(out / "metrics.csv").set_index("model"))
@@ -335,68 +401,3 @@ def test_server_stopped_mid_run_ends_the_run_in_one_line(checkout, data, tmp_pat
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "stopped answering" in errors[0], stderr[-2000:]
     assert "Traceback" not in stderr
-
-
-# --- what a user sees in the web UI (a real browser: Debian's chromium driven by playwright) -----------
-
-def _pages(server, tmp_path, pages: list[dict]) -> dict[str, str]:
-    """Open the pages in the web UI (tests/ui_pages.py, run by the harness's Python); ``{name: visible text}``."""
-    from server_support import harness_python, web_available
-
-    why = web_available() if server.web else "the test server was started without its web UI"
-    if why:
-        pytest.skip(why)
-    spec = tmp_path / "pages.json"
-    spec.write_text(json.dumps(pages))
-    result = subprocess.run([str(harness_python()), str(Path(__file__).parent / "ui_pages.py"),
-                             server.env["CLEARML_WEB_HOST"], str(tmp_path / "shots"), str(spec)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def test_web_ui_shows_the_pipeline_its_steps_and_args(agents, local_run, tmp_path):
-    run, out = local_run
-    web = agents.env["CLEARML_WEB_HOST"]
-    project = agents.api.task(run)["project"]["id"]
-    evaluate = agents.api.step_tasks(run)["evaluate"]
-    texts = _pages(agents, tmp_path, [
-        {"name": "pipeline", "url": f"{web}/pipelines/{project}/tasks/{run}", "wait_for": "train_xgboost"},
-        {"name": "steps", "url": f"{web}/projects/{project}/tasks", "wait_for": "evaluate"},
-        {"name": "plots", "url": f"{web}/projects/{project}/tasks/{evaluate}/plots",
-         "wait_for": "Predicted vs actual (test set)"},
-    ])
-    pipeline = texts["pipeline"]
-    for step in ("load", "split", "train_polynomial", "train_xgboost", "evaluate"):
-        assert step in pipeline.splitlines(), step
-    lines = pipeline.splitlines()
-    params = dict(zip(lines, lines[1:], strict=False))
-    assert params["poly_degree"] == "3" and params["test_size"] == "0.2" and params["spatial_neighbors"] == "16"
-    metrics = pd.read_csv(out / "metrics.csv").set_index("model")
-    assert float(params["R2/xgboost"]) == pytest.approx(metrics.loc["xgboost", "r2"])
-    steps = [line.strip() for line in texts["steps"].splitlines() if line.strip()]
-    for step in ("load", "split", "train_polynomial", "train_xgboost", "evaluate"):
-        assert steps[steps.index(step) + 1] == "Completed", step
-    for title in ("Predicted vs actual (test set)", "xgboost: error distribution (test set)",
-                  "Model comparison (test set)"):
-        assert title in texts["plots"], title
-
-
-def test_rerun_clicked_through_the_web_ui(agents, local_run, tmp_path):
-    """The harness's click-through (Pipelines -> run -> Details -> Clone -> edit Args -> Enqueue), on a real browser."""
-    from server_support import HARNESS, harness_python, web_available
-
-    if not agents.web or web_available():
-        pytest.skip(web_available() or "the test server was started without its web UI")
-    run, _ = local_run
-    result = subprocess.run([str(harness_python()), str(HARNESS / "harness" / "ui_rerun_example.py"), str(agents.state),
-                             "--pipeline", "tabular regression", "--run", agents.api.task(run)["name"],
-                             "--set", "poly_degree=2", "--set", "xgb_max_depth=4", "--queue", "services",
-                             "--shots", str(tmp_path / "shots"), "--wait", "600"],
-                            capture_output=True, text=True, timeout=900)
-    clone = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
-    steps = agents.api.step_tasks(clone)
-    assert agents.api.params(steps["train_polynomial"])["kwargs/degree"] == "2"
-    assert agents.api.params(steps["train_xgboost"])["kwargs/max_depth"] == "4"
-    assert steps["load"] == agents.api.step_tasks(run)["load"]

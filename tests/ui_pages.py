@@ -8,7 +8,7 @@ Run with the harness's Python (it has playwright; Debian's chromium is the brows
 each page is opened (logged in as the harness does), the texts in ``click`` are clicked in order
 (tabs such as ``CONFIGURATION``), the page waits until ``wait_for`` is visible, then its visible
 text and a screenshot (``OUT_DIR/<name>.png``) are taken. Prints one JSON object
-``{name: visible text}`` on the last line. Every non-loopback request is aborted.
+``{name: visible text, name + ":content": all text of the page}`` on the last line. Every non-loopback request is aborted.
 """
 
 import json
@@ -40,10 +40,11 @@ def main(web: str, out: Path, pages: list[dict]) -> dict:
                 page.get_by_text(text, exact=True).first.click()
                 settle(page, 1.5)
             if spec.get("wait_for"):
-                page.get_by_text(spec["wait_for"]).first.wait_for(timeout=30000)
+                page.get_by_text(spec["wait_for"]).first.wait_for(state="attached", timeout=60000)
                 settle(page, 1)
             page.screenshot(path=str(out / f"{spec['name']}.png"))
-            texts[spec["name"]] = page.locator("body").inner_text()
+            texts[spec["name"]] = page.locator("body").inner_text()  # what is visible
+            texts[spec["name"] + ":content"] = page.locator("body").text_content()  # also what is scrolled away
         browser.close()
     return texts
 
