@@ -8,6 +8,11 @@ inside each model. Nothing here knows about ClearML.
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
 from sklearn.base import (
@@ -480,5 +485,22 @@ def train_model(kind: str, X_train: pd.DataFrame, y_train, **kwargs):
     _check_kind(kind)
     model = BUILDERS[kind](**kwargs)
     if kind == "xgboost":
-        return fit_xgboost(model, X_train, y_train, random_state=kwargs.get("random_state", P.random_state))
+        with _gpu_fallback_in_one_line(kwargs.get("device", P.xgb_device)):
+            return fit_xgboost(model, X_train, y_train, random_state=kwargs.get("random_state", P.random_state))
     return model.fit(X_train, y_train)
+
+
+@contextmanager
+def _gpu_fallback_in_one_line(device: str) -> Iterator[None]:
+    """XGBoost asked for a CUDA ``device`` on a machine without a visible GPU: it falls back to the
+    CPU and says so in several raw log lines with its source paths; say it once, plainly, instead."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    fallback = [w for w in caught if "GPU" in str(w.message) and ("CPU" in str(w.message))]
+    if fallback:
+        logging.getLogger("steps.models").warning(
+            f"xgb_device '{device}': no CUDA GPU is visible on this machine, so XGBoost trained on the CPU")
+    for w in caught:
+        if w not in fallback:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
