@@ -86,27 +86,50 @@ def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.n
     """
     from clearml import Logger
 
-    from steps.plots import error_histogram, sample_indices
+    from steps.plots import (
+        CAP,
+        CAP_LABEL,
+        DIAGONAL_LABEL,
+        ERROR_AXES,
+        PREDICTION_AXES,
+        error_count_limit,
+        error_histogram,
+        sample_indices,
+    )
 
     logger = Logger.current_logger()
     for row in metrics.itertuples():
         for title, value in zip(METRIC_TITLES, (row.r2, row.rmse, row.mae), strict=True):
+            if not np.isfinite(value):  # an undefined score (e.g. R2 of a constant target) is left out,
+                continue  # not reported as ClearML's stand-in 0.0
             logger.report_scalar(title=title, series=row.model, value=value, iteration=0)
             logger.report_single_value(f"{row.model}/{title}", value)
-    logger.report_table(title="Metrics", series="test set", iteration=0, table_plot=metrics)
+    shown_table = metrics.astype(object).where(metrics.notna(), "undefined")  # NaN: a score that does not exist
+    logger.report_table(title="Metrics", series="test set", iteration=0, table_plot=shown_table)
     actual = np.asarray(y_test, dtype=float)
     shown = sample_indices(len(actual))
+    low, high = float(np.nanmin(actual)), float(np.nanmax(actual))
+    count_limit = error_count_limit(actual, predictions)  # one y range for every model's histogram
     for name, prediction in predictions.items():
         logger.report_scatter2d(
             title=titles["prediction_plot"], series=name, iteration=0, mode="markers",
-            scatter=np.column_stack([actual[shown], prediction[shown]]),
-            xaxis="actual median house value ($100k)", yaxis="predicted median house value ($100k)",
+            scatter=np.column_stack([actual[shown], prediction[shown]]), xaxis=PREDICTION_AXES[0],
+            yaxis=PREDICTION_AXES[1],
         )
         counts, edges = error_histogram(actual, prediction)
         logger.report_histogram(
             title=titles[f"{name}_error_distribution"], series=name, values=counts, iteration=0,
             xlabels=[f"{(a + b) / 2:.2f}" for a, b in zip(edges[:-1], edges[1:], strict=True)],
-            xaxis="predicted - actual ($100k)", yaxis="districts",
+            xaxis=ERROR_AXES[0], yaxis=ERROR_AXES[1], extra_layout={"yaxis": {"range": [0, count_limit]}},
+        )
+    logger.report_scatter2d(
+        title=titles["prediction_plot"], series=DIAGONAL_LABEL, iteration=0, mode="lines",
+        scatter=np.array([[low, low], [high, high]]), xaxis=PREDICTION_AXES[0], yaxis=PREDICTION_AXES[1],
+    )
+    if high >= CAP:
+        logger.report_scatter2d(
+            title=titles["prediction_plot"], series=CAP_LABEL, iteration=0, mode="lines",
+            scatter=np.array([[CAP, low], [CAP, high]]), xaxis=PREDICTION_AXES[0], yaxis=PREDICTION_AXES[1],
         )
     logger.report_histogram(
         title=titles["model_comparison"], series="test set", iteration=0,

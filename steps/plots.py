@@ -95,7 +95,7 @@ def prediction_plot(y_test, predictions: Mapping[str, np.ndarray]) -> Figure:
     idx = sample_indices(len(y))
     names = list(predictions)
     capped = at_cap(y)
-    margin = 0.1 * (y.max() - y.min())
+    margin = 0.1 * (y.max() - y.min()) or 0.5  # a constant target still gets a visible range
     lo, hi = y.min() - margin, y.max() + margin
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 5.0), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names, strict=True):
