@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import re
@@ -44,8 +45,12 @@ import pandas as pd
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Where the benchmarked commands run from: this working tree, or a clean clone of ``--code REV``.
+CODE_ROOT = ROOT
 PIPELINE = ROOT / "clearml_pipeline.py"
 PLAIN = ROOT / "bench" / "plain_script.py"
+#: The project's ClearML test server (a test tool): started for the ``--mode local`` runs (--clearml-server).
+DEFAULT_HARNESS = ROOT.parent / "shared" / "clearml-server"
 SHARED_CSV = ROOT.parent / "shared" / "data" / "cal_housing.csv"
 sys.path.insert(0, str(ROOT))
 from steps.params import MODEL_KINDS as MODELS  # noqa: E402 (the one list of model names; no ClearML)
@@ -54,6 +59,7 @@ METRICS = ("r2", "rmse", "mae")
 
 #: Goals of the issues (9: overhead and quality; 12: neighbour-target features).
 GOAL_RATIO = 1.3
+GOAL_LOCAL_RATIO = 2.5  # issue 8: --mode local / offline wall time
 GOAL_POLY_MIN_DEFAULT = 0.74  # polynomial without neighbour features, every seed
 GOAL_POLY_MIN_NEIGHBORS = 0.84  # polynomial (default degree) with neighbour features, every seed
 GOAL_POLY_MIN_ANY_DEGREE = 0.70
@@ -154,32 +160,90 @@ def wait_for_quiet(max_wait_s: Optional[float] = None, threshold: float = QUIET_
     return time.perf_counter() - start
 
 
-def run_child(name: str, cmd: list[str], env: dict, log: Path, timeout: float, poll_s: float = 0.1) -> ChildRun:
-    """Run ``cmd`` as a fresh subprocess (own process group) from the project root and measure it.
+def _cpu_s(procs: list[psutil.Process]) -> float:
+    """User + sys CPU seconds of ``procs`` and their children (the ClearML server's processes)."""
+    total = 0.0
+    for proc in procs:
+        try:
+            for p in [proc, *proc.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _track_steps(watched: psutil.Process, steps: dict) -> None:
+    """Record the direct children of ``watched`` that run a ClearML task (``CLEARML_TASK_ID`` in their
+    environment: the step subprocesses of ``--mode local``): ``steps[pid]`` = start (psutil's create
+    time), last seen running and, once exited, end (epoch, half a poll after it was last seen running).
+    A child that exited but is not reaped yet (a zombie: the controller reaps it when it polls) has ended."""
+    now = time.time()
+    alive = {}
+    try:
+        for child in watched.children(recursive=False):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    alive[child.pid] = child
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    for pid, child in alive.items():
+        if pid in steps:
+            steps[pid]["last"] = now
+            continue
+        try:
+            task_id = child.environ().get("CLEARML_TASK_ID")
+            if task_id:  # not yet there between fork and exec: next poll
+                steps[pid] = {"task": task_id, "start": child.create_time(), "last": now}
+        except psutil.Error:
+            pass
+    for pid, step in steps.items():
+        if pid not in alive and "end" not in step:
+            step["end"] = (step["last"] + now) / 2
+
+
+def run_child(name: str, cmd: list[str], env: dict, log: Path, timeout: float, poll_s: float = 0.1,
+              cwd: Optional[Path] = None, server: Optional[ClearmlServer] = None,
+              track_steps: bool = False) -> ChildRun:
+    """Run ``cmd`` as a fresh subprocess (own process group) from ``cwd`` (default: the code's root) and measure it.
 
     Wall time, CPU time and the max RSS come from ``os.wait4`` on the child (Linux counts its
     reaped descendants too); the peak RSS of the whole process tree from polling it with psutil
     every ``poll_s`` seconds. It starts once the machine is quiet (:func:`wait_for_quiet`).
     Output goes to ``log``. After ``timeout`` seconds the group gets SIGTERM (the pipeline
     treats it as Ctrl-C), then SIGKILL 15 s later.
+
+    With ``server`` (a ClearML server this benchmark started, on this machine) the CPU its processes use
+    during the run is the run's, not other load: ``extra["server_cpu_s"]``. With ``track_steps`` the
+    child's own subprocesses that run ClearML tasks are timed (``extra["steps"]``, see :func:`_track_steps`).
+    ``extra["popen_epoch"]`` is the start as ``time.time()``.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     waited = wait_for_quiet()
+    server_procs = server.processes() if server is not None else []
+    server0 = _cpu_s(server_procs)
     busy0 = _busy_cpu_s()
-    start = time.perf_counter()
+    start, popen_epoch = time.perf_counter(), time.time()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=cwd or CODE_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         watched = psutil.Process(proc.pid)
+        # psutil's create times are off by up to 1 s (boot time in whole seconds): calibrated on this child
+        create_offset = watched.create_time() - popen_epoch
     except psutil.Error:
-        watched = None
-    peak, timed_out, killed_at = 0, False, None
+        watched, create_offset = None, 0.0
+    peak, timed_out, killed_at, steps = 0, False, None, {}
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if watched is not None:
             peak = max(peak, _tree_rss(watched))
+            if track_steps:
+                _track_steps(watched, steps)
         elapsed = time.perf_counter() - start
         if elapsed > timeout and killed_at is None:
             timed_out, killed_at = True, elapsed
@@ -188,11 +252,21 @@ def run_child(name: str, cmd: list[str], env: dict, log: Path, timeout: float, p
             os.killpg(proc.pid, signal.SIGKILL)
         time.sleep(poll_s)
     wall = time.perf_counter() - start
+    end_epoch = time.time()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, tell Popen
     cpu = usage.ru_utime + usage.ru_stime
-    other = max(0.0, (_busy_cpu_s() - busy0 - cpu) / wall) if wall > 0 else 0.0
+    server_cpu = _cpu_s(server_procs) - server0 if server_procs else 0.0
+    other = max(0.0, (_busy_cpu_s() - busy0 - cpu - server_cpu) / wall) if wall > 0 else 0.0
+    for step in steps.values():
+        step.setdefault("end", step["last"])
+        step["start"] -= create_offset
+    extra = {"popen_epoch": popen_epoch, "end_epoch": end_epoch}
+    if server_procs:
+        extra["server_cpu_s"] = server_cpu
+    if track_steps:
+        extra["steps"] = list(steps.values())
     return ChildRun(name, proc.returncode, wall, cpu, usage.ru_maxrss * 1024, max(peak, usage.ru_maxrss * 1024),
-                    other, timed_out, log, waited)
+                    other, timed_out, log, waited, extra)
 
 
 def child_env(tmp: Path) -> dict:
@@ -210,6 +284,232 @@ def tail(path: Optional[Path], lines: int = 5) -> str:
         return ""
     text = path.read_text(errors="replace").strip().splitlines()[-lines:]
     return " / ".join(t.strip() for t in text).replace("|", "\\|")
+
+
+# --------------------------------------------------------------------------------------------
+# The ClearML server of the --mode local runs
+# --------------------------------------------------------------------------------------------
+
+
+class Api:
+    """ClearML's REST API (``POST <api>/<service>.<action>`` after ``auth.login``), as tests/server_support.py."""
+
+    def __init__(self, host: str, key: str, secret: str, timeout: float = 10.0):
+        import requests
+
+        self.host, self.timeout, self.session = host.rstrip("/"), timeout, requests.Session()
+        reply = self.session.post(f"{self.host}/auth.login", auth=(key, secret), timeout=timeout)
+        reply.raise_for_status()
+        self.session.headers["Authorization"] = f"Bearer {reply.json()['data']['token']}"
+
+    def __call__(self, endpoint: str, **payload):
+        reply = self.session.post(f"{self.host}/{endpoint}", json=payload, timeout=30)
+        body = reply.json()
+        if reply.status_code != 200:
+            raise RuntimeError(f"{endpoint}: HTTP {reply.status_code}: {body.get('meta', {}).get('result_msg')}")
+        return body["data"]
+
+
+@dataclass
+class ClearmlServer:
+    """A ClearML server for the ``--mode local`` runs: the client environment, its REST API and, when
+    this benchmark started the test harness, its state folder (whose recorded server processes' CPU
+    is counted as the run's own, not as other load)."""
+
+    env: dict
+    source: str
+    api: Api
+    harness: Optional[Path] = None
+    state: Optional[Path] = None
+
+    def processes(self) -> list[psutil.Process]:
+        procs = []
+        for pid_file in sorted((self.state / "pids").glob("*.pid")) if self.state else []:
+            try:
+                procs.append(psutil.Process(int(pid_file.read_text().split()[0])))
+            except (ValueError, IndexError, OSError, psutil.Error):
+                pass
+        return procs
+
+    def stop(self) -> None:
+        if self.harness and self.state:
+            subprocess.run([str(self.harness / "bin" / "stop"), str(self.state)], capture_output=True, timeout=120)
+
+
+def _environment_server() -> tuple[Optional[dict], str]:
+    """The server the environment configures (CLEARML_API_HOST and keys, or CLEARML_CONFIG_FILE):
+    ``(client environment, "")``, or ``(None, why not)``. The configuration file is read by ClearML
+    itself, in a subprocess (this script never imports ClearML)."""
+    env = {k: os.environ[k] for k in (*CLEARML_SERVER_VARS, "CLEARML_CONFIG_FILE") if os.environ.get(k)}
+    env.pop("CLEARML_TASK_ID", None)
+    env.pop("CLEARML_OFFLINE_MODE", None)
+    code = ("import json, os; from clearml.config import config_obj as c; "
+            "print(json.dumps([os.environ.get('CLEARML_API_HOST') or c.get('api.api_server', None), "
+            "os.environ.get('CLEARML_API_ACCESS_KEY') or c.get('api.credentials.access_key', None), "
+            "os.environ.get('CLEARML_API_SECRET_KEY') or c.get('api.credentials.secret_key', None)]))")
+    try:
+        found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                               env={k: v for k, v in os.environ.items() if k != "CLEARML_TASK_ID"})
+        host, key, secret = json.loads(found.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return None, f"could not read the ClearML configuration ({type(exc).__name__})"
+    if not (host and key and secret):
+        return None, "the environment's ClearML configuration names no server with credentials"
+    return {**env, "CLEARML_API_HOST": host, "CLEARML_API_ACCESS_KEY": key, "CLEARML_API_SECRET_KEY": secret}, ""
+
+
+def start_clearml_server(choice: Optional[str], tmp: Path) -> tuple[Optional[ClearmlServer], str]:
+    """The ClearML server of the ``--mode local`` runs: ``(server, "")`` or ``(None, why there is none)``.
+
+    ``choice`` is ``--clearml-server``: a harness folder (``bin/start``, ``bin/stop``, see
+    ``../shared/clearml-server/README.md``) to start in a temporary state folder, or ``none``. When it
+    is not given: the server the environment configures (``CLEARML_API_HOST`` and keys, or
+    ``CLEARML_CONFIG_FILE``), else the default harness if it exists. Never raises.
+    """
+    if choice is not None and choice.strip().lower() in ("", "none", "no", "off"):
+        return None, "--clearml-server none"
+    harness = Path(choice).expanduser().absolute() if choice else None
+    if harness is None and (os.environ.get("CLEARML_API_HOST") or os.environ.get("CLEARML_CONFIG_FILE")):
+        env, why = _environment_server()
+        if env is None:
+            return None, why
+        try:
+            api = Api(env["CLEARML_API_HOST"], env["CLEARML_API_ACCESS_KEY"], env["CLEARML_API_SECRET_KEY"])
+        except Exception as exc:  # noqa: BLE001 (any failure means: no server)
+            return None, f"the environment's ClearML server {env['CLEARML_API_HOST']} did not answer auth.login ({exc})"
+        return ClearmlServer(env, f"the environment's server {env['CLEARML_API_HOST']}", api), ""
+    harness = harness or (DEFAULT_HARNESS if DEFAULT_HARNESS.is_dir() else None)
+    if harness is None:
+        return None, (f"no ClearML server: neither CLEARML_API_HOST / CLEARML_CONFIG_FILE nor a test server harness "
+                      f"({DEFAULT_HARNESS} is missing; pass --clearml-server HARNESS_DIR)")
+    start = harness / "bin" / "start"
+    if not start.is_file():
+        return None, f"{harness} has no bin/start"
+    state = Path(tempfile.mkdtemp(prefix="clearml-server-", dir=tmp))
+    try:
+        started = subprocess.run([str(start), str(state)], capture_output=True, text=True, timeout=180)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"{start} failed: {exc}"
+    if started.returncode != 0:
+        lines = (started.stdout + started.stderr).strip().splitlines()[-3:]
+        return None, f"the test server did not start: {' / '.join(lines)}".replace("|", "\\|")
+    server = None
+    try:
+        env = {k: str(v) for k, v in json.loads((state / "env.json").read_text()).items()}
+        server = ClearmlServer(env, f"test server harness {harness} (`bin/start`, loopback)",
+                               Api(env["CLEARML_API_HOST"], env["CLEARML_API_ACCESS_KEY"],
+                                   env["CLEARML_API_SECRET_KEY"]), harness, state)
+        print(f"  {started.stdout.strip().splitlines()[-1]}", flush=True)
+        return server, ""
+    except Exception as exc:  # noqa: BLE001
+        subprocess.run([str(harness / "bin" / "stop"), str(state)], capture_output=True, timeout=120)
+        return None, f"the test server started but is not usable: {type(exc).__name__}: {exc}"
+
+
+def _epoch(stamp: Optional[str]) -> float:
+    """A server timestamp (ISO 8601, UTC) as ``time.time()`` seconds; NaN when missing."""
+    if not stamp:
+        return float("nan")
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def local_timeline(run: ChildRun, api: Api) -> dict:
+    """Read a ``--mode local`` run back from the server: the controller's DAG (configuration object
+    ``Pipeline``: node -> parents, ``executed`` task id), created/started/completed of the controller and
+    of each step task, the first console line each step reported (ClearML prints its "results page"
+    line at the end of ``Task.init``), joined with the step subprocesses seen by :func:`run_child`.
+
+    All times in seconds after the pipeline command was started. :returns: ``{"controller": {...},
+    "steps": {name: {...}}}``, or ``{"error": why}``.
+    """
+    text = run.log.read_text(errors="replace") if run.log and run.log.exists() else ""
+    found = re.search(r"created new task id=([0-9a-f]{32})", text)
+    if not found:
+        return {"error": "no controller task id in the output"}
+    controller_id, t0 = found.group(1), run.extra["popen_epoch"]
+    try:
+        configs = api("tasks.get_configurations", tasks=[controller_id], names=["Pipeline"])["configurations"]
+        dag = json.loads(configs[0]["configuration"][0]["value"])
+        ids = [controller_id, *(node.get("executed") for node in dag.values() if node.get("executed"))]
+        tasks = {t["id"]: t for t in api("tasks.get_all", id=ids,
+                                            only_fields=["id", "name", "created", "started", "completed"])["tasks"]}
+        first_line = {}
+        for tid in ids[1:]:
+            events = api("events.get_task_log", task=tid, batch_size=5, navigate_earlier=False).get("events", [])
+            first_line[tid] = min((e["timestamp"] / 1000 for e in events), default=float("nan"))
+    except Exception as exc:  # noqa: BLE001 (a read-back failure loses the timeline, not the run)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+    def rel(stamp: Optional[str]) -> float:
+        return _epoch(stamp) - t0
+
+    ctrl = tasks.get(controller_id, {})
+    controller = {"created": rel(ctrl.get("created")), "started": rel(ctrl.get("started")),
+                  "completed": rel(ctrl.get("completed")), "exit": run.wall_s}
+    processes = {p["task"]: p for p in run.extra.get("steps", [])}
+    steps = {}
+    for name, node in dag.items():
+        tid = node.get("executed")
+        task, proc = tasks.get(tid, {}), processes.get(tid, {})
+        steps[name] = {"parents": list(node.get("parents") or []), "created": rel(task.get("created")),
+                       "started": rel(task.get("started")), "completed": rel(task.get("completed")),
+                       "process_start": proc.get("start", float("nan")) - t0,
+                       "first_line": first_line.get(tid, float("nan")) - t0,
+                       "process_end": proc.get("end", float("nan")) - t0}
+    for step in steps.values():  # a step of an earlier run (ClearML's step cache) was created before this run
+        step["cached"] = not step["created"] >= controller["created"]
+    for step in steps.values():  # the parent that completed last released the step (else: the controller)
+        done = [steps[p]["completed"] for p in step["parents"] if p in steps and not steps[p]["cached"]]
+        step["released"] = max(done) if done else controller["started"]
+    return {"controller": controller, "steps": steps}
+
+
+#: The ``--mode local`` runs: as a user re-runs it (``load``/``split`` come from ClearML's step cache
+#: after the first run), and with every step run (``--no-cache``, as offline mode does).
+LOCAL_KINDS = {"local": "`--mode local`", "local_nocache": "`--mode local --no-cache`"}
+
+#: Phases of a step in the timeline: (key, label, from, to), in seconds (see :func:`local_timeline`).
+STEP_PHASES = (
+    ("wait", "parent completed -> step created (controller)", "released", "created"),
+    ("created_started", "created -> started (controller)", "created", "started"),
+    ("spawn", "started -> process start", "started", "process_start"),
+    ("init", "process start -> `Task.init` done (python, `import clearml`, `Task.init`)", "process_start", "first_line"),
+    ("body", "`Task.init` done -> process exit (inputs, work, artifacts, exit)", "first_line", "process_end"),
+    ("poll", "process exit -> completed (controller's polling)", "process_end", "completed"),
+    ("started_completed", "started -> completed", "started", "completed"),
+)
+
+#: A bare ``Task.init`` against the server, and the same as a step subprocess runs it (``--mode local``).
+TASK_INIT_SCRIPT = """import json, time
+t0 = time.time()
+from clearml import Task
+{extra_imports}t1 = time.time()
+task = Task.init({init_args})
+t2 = time.time()
+{close}print("BENCH " + json.dumps({{"script": t0, "imported": t1, "initialized": t2, "closed": time.time()}}), flush=True)
+"""
+TASK_INIT_SCRIPTS = {
+    "task_init": TASK_INIT_SCRIPT.format(
+        extra_imports="", init_args="project_name='bench', task_name='bare Task.init', reuse_last_task_id=False",
+        close="task.close()\n"),
+    "step_init": TASK_INIT_SCRIPT.format(  # the head of ClearML's generated step script, on a created task
+        extra_imports="from clearml import TaskTypes\nfrom clearml.automation.controller import PipelineDecorator\n",
+        init_args="auto_connect_frameworks=True, auto_connect_arg_parser=True", close=""),
+}
+
+
+def init_phases(run: ChildRun) -> dict:
+    """Phases of a :data:`TASK_INIT_SCRIPTS` run, in seconds: interpreter start, imports, ``Task.init``,
+    ``close()`` (bare script only) and the exit (ClearML's at-exit flush and status)."""
+    text = run.log.read_text(errors="replace") if run.log and run.log.exists() else ""
+    found = re.search(r"^BENCH (\{.*\})$", text, re.M)
+    if not found:
+        return {}
+    t = json.loads(found.group(1))
+    return {"interpreter": t["script"] - run.extra["popen_epoch"], "import": t["imported"] - t["script"],
+            "task_init": t["initialized"] - t["imported"], "close": t["closed"] - t["initialized"],
+            "exit": run.wall_s - (t["closed"] - run.extra["popen_epoch"])}
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,25 +568,45 @@ def make_scaled_csv(source: Path, factor: int, seed: int, out_dir: Path, noise: 
 # --------------------------------------------------------------------------------------------
 
 
-def measure_overhead(data: Path, reps: int, warmup: int, tmp: Path, logs: Path, timeout: float) -> dict:
-    """Pipeline (ClearML offline) vs plain script, fresh subprocesses, interleaved, ``reps`` times each.
+def measure_overhead(data: Path, reps: int, warmup: int, tmp: Path, logs: Path, timeout: float,
+                     server: Optional[ClearmlServer] = None, no_server: str = "") -> dict:
+    """Pipeline offline and ``--mode local`` vs plain script, fresh subprocesses, interleaved, ``reps`` times each.
 
-    The order alternates (pipeline first on even repetitions, plain first on odd ones) so that a
-    slow phase of the machine hits both. ``warmup`` unmeasured runs of each come first (they fill
-    the OS file cache). Each run gets a new output folder and a new ClearML cache folder. A run
-    disturbed by other processes (:attr:`ChildRun.disturbed`) is repeated up to :data:`RETRIES`
-    times; the disturbed runs are kept in the result (and left out of the medians).
-    Also times a fresh interpreter importing the steps' libraries, with and without ``clearml``.
+    The order rotates (offline, local, plain; then plain, offline, local; ...) so that a slow phase
+    of the machine hits each. ``warmup`` unmeasured runs of each come first (they fill the OS file
+    cache, and the server's project). Each run gets a new output folder and a new ClearML cache
+    folder. A run disturbed by other processes (:attr:`ChildRun.disturbed`) is repeated up to
+    :data:`RETRIES` times; the disturbed runs are kept in the result (and left out of the medians).
+    Also times a fresh interpreter importing the steps' libraries, with and without ``clearml``, and
+    ``import clearml`` alone.
 
-    :returns: ``{"pipeline": [ChildRun], "plain": [ChildRun], "import_steps": [...], "import_clearml": [...]}``.
+    ``--mode local`` runs need ``server`` (else ``no_server`` says why they are skipped): their step
+    subprocesses are timed and each run is read back from the server (:func:`local_timeline`), and the
+    start-up of a step's subprocess is measured bare: ``Task.init`` of a new task, and the head of a
+    step script (``Task.init`` on a task the controller created) (:data:`TASK_INIT_SCRIPTS`).
+
+    :returns: ``{kind: [ChildRun]}`` for pipeline, local, plain, import_steps, import_clearml,
+        import_clearml_only, task_init, step_init (the server kinds only with a server), and
+        ``"local_skipped"``: why there are no local runs ("" when there are).
     """
     libs = "import steps.data, steps.models, steps.evaluation, steps.outputs, steps.plots, xgboost, joblib"
     commands = {
         "pipeline": [sys.executable, str(PIPELINE), "--data", str(data), "--output-dir"],
+        "local": [sys.executable, str(PIPELINE), "--data", str(data), "--mode", "local", "--output-dir"],
+        "local_nocache": [sys.executable, str(PIPELINE), "--data", str(data), "--mode", "local", "--no-cache",
+                          "--output-dir"],
         "plain": [sys.executable, str(PLAIN), "--data", str(data), "--output-dir"],
-        "import_steps": [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {libs}"],
-        "import_clearml": [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {libs}, clearml"],
+        "import_steps": [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(CODE_ROOT)!r}); {libs}"],
+        "import_clearml": [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(CODE_ROOT)!r}); {libs}, clearml"],
+        "import_clearml_only": [sys.executable, "-c", "import clearml"],
     }
+    scripts = Path(tempfile.mkdtemp(prefix="task-init-", dir=tmp))  # outside any git checkout
+    for kind, code in TASK_INIT_SCRIPTS.items():
+        (scripts / f"{kind}.py").write_text(code)
+        commands[kind] = [sys.executable, str(scripts / f"{kind}.py")]
+    if server is None:
+        for kind in (*LOCAL_KINDS, *TASK_INIT_SCRIPTS):
+            del commands[kind]
 
     def once(kind: str, tag: str) -> list[ChildRun]:
         runs: list[ChildRun] = []
@@ -294,25 +614,43 @@ def measure_overhead(data: Path, reps: int, warmup: int, tmp: Path, logs: Path, 
             out = Path(tempfile.mkdtemp(prefix=f"out-{kind}-", dir=tmp)) / "out"
             cmd = commands[kind] + ([str(out)] if commands[kind][-1] == "--output-dir" else [])
             attempt = f"{tag}-try{len(runs)}" if runs else tag
-            run = run_child(kind, cmd, child_env(tmp), logs / f"overhead-{kind}-{attempt}.log", timeout)
-            print(f"  overhead {kind:14s} {attempt}: {run.wall_s:6.1f} s, exit {run.returncode}, other load "
-                  f"{run.other_cores:.2f} cores{' (disturbed)' if run.disturbed else ''}, waited {run.waited_s:.0f} s "
-                  "for quiet", flush=True)
+            env = child_env(tmp)
+            on_server = kind in (*LOCAL_KINDS, *TASK_INIT_SCRIPTS)
+            if on_server:
+                env.update(server.env)
+            if kind == "step_init":  # as the controller of --mode local prepares a step's subprocess
+                task_id = server.api("tasks.create", name="bench step init", type="data_processing",
+                                     script={"entry_point": "step_init.py", "working_dir": "."})["id"]
+                server.api("tasks.started", task=task_id, force=True)
+                env.update(CLEARML_TASK_ID=task_id, CLEARML_LOG_TASK_TO_BACKEND="1", CLEARML_SIMULATE_REMOTE_TASK="1")
+            run = run_child(kind, cmd, env, logs / f"overhead-{kind}-{attempt}.log", timeout,
+                            cwd=scripts if kind in TASK_INIT_SCRIPTS else None,
+                            server=server if on_server else None, track_steps=kind in LOCAL_KINDS)
+            if kind in LOCAL_KINDS and run.ok:
+                run.extra["timeline"] = local_timeline(run, server.api)
+            elif kind in TASK_INIT_SCRIPTS:
+                run.extra["phases"] = init_phases(run)
+            server_cpu = f", server CPU {run.extra['server_cpu_s']:.1f} s" if "server_cpu_s" in run.extra else ""
+            print(f"  overhead {kind:19s} {attempt}: {run.wall_s:6.1f} s, exit {run.returncode}, other load "
+                  f"{run.other_cores:.2f} cores{' (disturbed)' if run.disturbed else ''}{server_cpu}, waited "
+                  f"{run.waited_s:.0f} s for quiet", flush=True)
             shutil.rmtree(out.parent, ignore_errors=True)
             runs.append(run)
         return runs
 
+    pipelines = [kind for kind in ("pipeline", "local_nocache", "local", "plain") if kind in commands]
     for w in range(warmup):
-        once("pipeline", f"warmup{w}")
-        once("plain", f"warmup{w}")
+        for kind in pipelines:
+            once(kind, f"warmup{w}")
     result: dict = {kind: [] for kind in commands}
     for rep in range(reps):
-        order = ("pipeline", "plain") if rep % 2 == 0 else ("plain", "pipeline")
-        for kind in order:
+        for kind in pipelines[rep % len(pipelines):] + pipelines[:rep % len(pipelines)]:
             result[kind] += once(kind, f"rep{rep}")
     for rep in range(reps):
-        for kind in ("import_steps", "import_clearml"):
-            result[kind] += once(kind, f"rep{rep}")
+        for kind in ("import_steps", "import_clearml", "import_clearml_only", *TASK_INIT_SCRIPTS):
+            if kind in commands:
+                result[kind] += once(kind, f"rep{rep}")
+    result["local_skipped"] = "" if server is not None else (no_server or "no ClearML server")
     return result
 
 
@@ -437,19 +775,132 @@ def _median(runs: list[ChildRun], attr: str) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _yes(ok: bool) -> str:
-    return "**yes**" if ok else "**NO**"
+def _yes(ok: Optional[bool]) -> str:
+    return "skipped" if ok is None else "**yes**" if ok else "**NO**"
 
 
-def overhead_rows(res: dict) -> tuple[list[tuple], list[str], dict]:
+def _nanmedian(values) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+def _critical_path(steps: dict) -> list[str]:
+    """The steps that held the run up, first to last: from the step that completed last, back through
+    the parent that completed last."""
+    if not steps:
+        return []
+    steps = {name: step for name, step in steps.items() if not step["cached"]}
+    if not steps:
+        return []
+    name, path = max(steps, key=lambda n: steps[n]["completed"]), []
+    while name is not None:
+        path.append(name)
+        parents = [p for p in steps[name]["parents"] if p in steps]
+        name = max(parents, key=lambda n: steps[n]["completed"]) if parents else None
+    return path[::-1]
+
+
+def local_rows(res: dict, kind: str, title: str) -> tuple[list[tuple], list[str]]:
+    """Tidy rows and markdown of the timelines of the ``kind`` runs (``--mode local``), per step and
+    along the critical path."""
+    rows, md = [], []
+    timelines = [r.extra["timeline"] for r in _used(res.get(kind, [])) if "steps" in r.extra.get("timeline", {})]
+    errors = [r.extra["timeline"]["error"] for r in res.get(kind, []) if "error" in r.extra.get("timeline", {})]
+    if errors:
+        md += [f"{title}: the timeline read-back failed for {len(errors)} run(s): {errors[0]}", ""]
+    if not timelines:
+        return rows, md
+    names = list(timelines[0]["steps"])
+    md += [f"**Per step, {title}** (seconds, median over {len(timelines)} run(s); _at_: after the command "
+           "started):", "",
+           "| step | created at | " + " | ".join(label for _, label, _, _ in STEP_PHASES) + " | completed at |",
+           "|---|---|" + "---|" * len(STEP_PHASES) + "---|"]
+    for name in names:
+        per_run = [t["steps"][name] for t in timelines if name in t["steps"] and not t["steps"][name]["cached"]]
+        if not per_run:
+            md.append(f"| {name} | cached: the step task of an earlier run is reused |" + " |" * (len(STEP_PHASES) + 1))
+            rows.append((f"{kind}_steps", name, "cached_runs", len(timelines)))
+            continue
+        phases = {key: _nanmedian([s[b] - s[a] for s in per_run]) for key, _, a, b in STEP_PHASES}
+        created, completed = _nanmedian([s["created"] for s in per_run]), _nanmedian([s["completed"] for s in per_run])
+        cached = len(timelines) - len(per_run)
+        md.append(f"| {name}{f' ({cached} run(s) cached)' if cached else ''} | {created:.1f} | "
+                  + " | ".join(f"{phases[k]:.2f}" for k, _, _, _ in STEP_PHASES) + f" | {completed:.1f} |")
+        rows += [(f"{kind}_steps", name, f"{k}_s", v) for k, v in phases.items()]
+        rows += [(f"{kind}_steps", name, "created_at_s", created), (f"{kind}_steps", name, "completed_at_s", completed)]
+    ctrl = {k: _nanmedian([t["controller"][k] for t in timelines]) for k in ("created", "started", "completed", "exit")}
+    rows += [(f"{kind}_controller", "controller", f"{k}_at_s", v) for k, v in ctrl.items()]
+    shares = []  # where the time goes along the critical path, per run (the parts add up to its wall time)
+    for t in timelines:
+        steps, c = t["steps"], t["controller"]
+        path = _critical_path(steps)
+        if not path:
+            continue
+        share = {"controller start-up (python, imports, server check, `Task.init` creates the controller task)":
+                 c["created"], "controller: its task created -> first step created (on the path)":
+                 steps[path[0]]["created"] - c["created"]}
+        for _, label, a, b in STEP_PHASES[1:6]:
+            share[label] = sum(steps[n][b] - steps[n][a] for n in path)
+        share[STEP_PHASES[0][1]] = sum(steps[n]["created"] - steps[n]["released"] for n in path[1:])
+        share["last step completed -> command exit (controller's end, exit)"] = c["exit"] - steps[path[-1]]["completed"]
+        shares.append((share, " -> ".join(path)))
+    md += ["", f"Controller (median): its task created {ctrl['created']:.1f} s after the command started, completed "
+           f"at {ctrl['completed']:.1f} s; command exit at {ctrl['exit']:.1f} s."]
+    if shares:
+        paths = sorted({path for _, path in shares})
+        md += ["", f"**Where the wall time goes, {title}**, along the critical path ({'; '.join(paths)}), "
+               "median seconds (per run the parts add up to its wall time):", "", "| part | s | share |", "|---|---|---|"]
+        wall = _nanmedian([t["controller"]["exit"] for t in timelines])
+        for label in shares[0][0]:
+            value = _nanmedian([sh[label] for sh, _ in shares])
+            md.append(f"| {label} | {value:.2f} | {value / wall:.0%} |")
+            rows.append((f"{kind}_critical_path", re.sub(r"[`|]", "", label), "s", value))
+        md.append(f"| wall (median) | {wall:.2f} | |")
+    return rows, md
+
+
+def bare_rows(res: dict) -> tuple[list[tuple], list[str]]:
+    """Tidy rows and markdown of the bare start-up costs of a step subprocess."""
+    rows, md = [], []
+    bare = {k: res.get(k, []) for k in ("import_clearml_only", *TASK_INIT_SCRIPTS)}
+    if any(bare.values()):
+        md += ["", "**A step's bare start-up** (fresh subprocess against the same server, median seconds; "
+               "_step script head_: ClearML's generated step script up to its `Task.init`, on a task created "
+               "and started as the controller does, with `CLEARML_TASK_ID` and `CLEARML_SIMULATE_REMOTE_TASK`):", "",
+               "| run | wall | interpreter start | imports | `Task.init` | `close()` | exit (at-exit flush) | other load |",
+               "|---|---|---|---|---|---|---|---|"]
+        labels = {"import_clearml_only": "`python -c \"import clearml\"`",
+                  "task_init": "bare `Task.init` + `close()` (new task)", "step_init": "step script head (`Task.init`)"}
+        for kind, runs in bare.items():
+            if not runs:
+                continue
+            used = _used(runs)
+            phases = {k: _nanmedian([r.extra.get("phases", {}).get(k, float("nan")) for r in used])
+                      for k in ("interpreter", "import", "task_init", "close", "exit")}
+            md.append(f"| {labels[kind]} | {_median(runs, 'wall_s'):.2f} | "
+                      + " | ".join("" if v != v else f"{v:.2f}" for v in phases.values())
+                      + f" | {_median(runs, 'other_cores'):.2f} |")
+            rows += [("overhead_bare", kind, f"{k}_s", v) for k, v in phases.items() if v == v]
+    return rows, md
+
+
+def overhead_rows(res: dict) -> tuple[list[tuple], list[str], list[dict]]:
     """Tidy rows, markdown lines and goal entries of :func:`measure_overhead`'s result."""
     rows, md = [], []
+    skipped = res.get("local_skipped", "")
     md += ["| run | median wall (s) | runs used (s) | disturbed runs, left out (s @ other load) | median CPU user+sys (s) "
            "| median max RSS (MiB) | median other load (cores) | failed |", "|---|---|---|---|---|---|---|---|"]
-    labels = {"pipeline": "`clearml_pipeline.py` (offline)", "plain": "`bench/plain_script.py`",
+    labels = {"pipeline": "`clearml_pipeline.py` (offline)", "local": "`clearml_pipeline.py --mode local`",
+              "local_nocache": "`clearml_pipeline.py --mode local --no-cache`",
+              "plain": "`bench/plain_script.py`",
               "import_steps": "start-up: `import steps, xgboost, joblib`",
-              "import_clearml": "start-up: same + `import clearml`"}
+              "import_clearml": "start-up: same + `import clearml`",
+              "import_clearml_only": "start-up: `import clearml` alone",
+              "task_init": "start-up: bare `Task.init` + `close()` on the server",
+              "step_init": "start-up: a step script's `Task.init` (as `--mode local` runs it)"}
     for kind, runs in res.items():
+        if kind not in labels:
+            continue
         wall, cpu, rss = _median(runs, "wall_s"), _median(runs, "cpu_s"), _median(runs, "max_rss") / MIB
         used = _used(runs)
         other = _median(runs, "other_cores")
@@ -460,12 +911,16 @@ def overhead_rows(res: dict) -> tuple[list[tuple], list[str], dict]:
                      ("overhead", kind, f"other_cores_run{i}", r.other_cores),
                      ("overhead", kind, f"exit_code_run{i}", r.returncode),
                      ("overhead", kind, f"used_run{i}", int(r in used))]
+            if "server_cpu_s" in r.extra:
+                rows.append(("overhead", kind, f"server_cpu_s_run{i}", r.extra["server_cpu_s"]))
         rows += [("overhead", kind, "wall_s_median", wall), ("overhead", kind, "cpu_s_median", cpu),
                  ("overhead", kind, "max_rss_mib_median", rss), ("overhead", kind, "runs_used", len(used)),
                  ("overhead", kind, "failed_runs", failed)]
         left_out = ", ".join(f"{r.wall_s:.1f} @ {r.other_cores:.2f}" for r in runs if r not in used) or "-"
         md.append(f"| {labels[kind]} | {wall:.2f} | {', '.join(f'{r.wall_s:.2f}' for r in used)} | {left_out} "
                   f"| {cpu:.2f} | {rss:.0f} | {other:.2f} | {failed} |")
+        if kind == "pipeline" and skipped:
+            md += [f"| {labels[k]} | skipped: {skipped} | | | | | | |" for k in LOCAL_KINDS]
     ratio = _median(res["pipeline"], "wall_s") / _median(res["plain"], "wall_s")
     cpu_ratio = _median(res["pipeline"], "cpu_s") / _median(res["plain"], "cpu_s")
     extra = _median(res["pipeline"], "wall_s") - _median(res["plain"], "wall_s")
@@ -475,13 +930,48 @@ def overhead_rows(res: dict) -> tuple[list[tuple], list[str], dict]:
              ("overhead", "import clearml", "extra_wall_s", clearml_import)]
     md += ["", f"**Ratio pipeline / plain (median wall): {ratio:.2f}** (goal <= {GOAL_RATIO}: {_yes(ratio <= GOAL_RATIO)}); "
            f"the pipeline takes {extra:+.2f} s more, of which about {clearml_import:.2f} s is importing `clearml` "
-           f"in a fresh interpreter. CPU time ratio: {cpu_ratio:.2f}.",
-           "", "_other load_: CPU used by other processes of the machine during the run, in cores "
+           f"in a fresh interpreter. CPU time ratio: {cpu_ratio:.2f}."]
+    goals = [{"goal": f"overhead: pipeline / plain wall time <= {GOAL_RATIO}", "value": f"{ratio:.2f}",
+              "met": ratio <= GOAL_RATIO}]
+    local_goal = f"overhead: `--mode local` / offline wall time <= {GOAL_LOCAL_RATIO}"
+    if skipped:
+        md += ["", f"`--mode local`: skipped: {skipped}."]
+        goals.append({"goal": local_goal, "value": f"skipped: {skipped}", "met": None})
+    else:
+        offline = _median(res["pipeline"], "wall_s")
+        md.append("")
+        for kind, title in LOCAL_KINDS.items():
+            local = _median(res[kind], "wall_s")
+            local_ratio = local / offline
+            server_cpu = _nanmedian([r.extra.get("server_cpu_s", float("nan")) for r in _used(res[kind])])
+            rows += [("overhead", f"{kind}/offline", "wall_ratio", local_ratio),
+                     ("overhead", f"{kind}/offline", "cpu_ratio",
+                      _median(res[kind], "cpu_s") / _median(res["pipeline"], "cpu_s")),
+                     ("overhead", f"{kind}-offline", "extra_wall_s", local - offline),
+                     ("overhead", kind, "server_cpu_s_median", server_cpu)]
+            md += [f"**Ratio {title} / offline (median wall): {local_ratio:.2f}** (goal <= {GOAL_LOCAL_RATIO}: "
+                   f"{_yes(local_ratio <= GOAL_LOCAL_RATIO)}); {local - offline:+.2f} s; / plain "
+                   f"{local / _median(res['plain'], 'wall_s'):.2f}"
+                   + (f"; the server's processes used {server_cpu:.1f} s CPU per run (median; counted as the run's, "
+                      "not as other load)." if server_cpu == server_cpu else "."), ""]
+            goals.append({"goal": local_goal.replace("`--mode local`", title), "value": f"{local_ratio:.2f}",
+                          "met": local_ratio <= GOAL_LOCAL_RATIO})
+        md += [f"Server: {res.get('local_server', '?')}. Timelines: created/started/completed of each step task "
+               "from the server (`tasks.get_all`; the steps from the controller's configuration object `Pipeline`); "
+               "the step subprocesses from psutil every 0.1 s (exit: when it stops running; the controller reaps it "
+               "at its next poll); `Task.init` done: the step's first console line (ClearML prints its results-page "
+               "line at the end of `Task.init`)."]
+        for kind, title in LOCAL_KINDS.items():
+            r, m = local_rows(res, kind, title)
+            rows += r
+            md += [""] + m
+        r, m = bare_rows(res)
+        rows += r
+        md += m
+    md += ["", "_other load_: CPU used by other processes of the machine during the run, in cores "
            f"(this machine has {psutil.cpu_count()}). A run with more than {DISTURBED_CORES} is _disturbed_: it is "
            f"repeated (up to {RETRIES} times) and left out of the medians, unless every run was disturbed."]
-    goal = {"goal": f"overhead: pipeline / plain wall time <= {GOAL_RATIO}", "value": f"{ratio:.2f}",
-            "met": ratio <= GOAL_RATIO}
-    return rows, md, goal
+    return rows, md, goals
 
 
 def scale_rows(runs: list[ChildRun]) -> tuple[list[tuple], list[str], dict]:
@@ -606,11 +1096,12 @@ def quality_rows(table: pd.DataFrame, degrees: list[int], default_degree: int) -
 def environment_lines(args, data: Path, n_rows: int) -> list[str]:
     """Where and on what the benchmark ran (a few markdown lines)."""
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+        commit = subprocess.run(["git", "-C", str(CODE_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(CODE_ROOT), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
+        commit += " (clean clone, `--code`)" if CODE_ROOT != ROOT else ""
     except OSError:
         commit = "?"
     versions = []
@@ -626,6 +1117,22 @@ def environment_lines(args, data: Path, n_rows: int) -> list[str]:
             f"- settings: sections {args.sections}; reps {args.reps} (+{args.warmup} warm-up), sizes {args.sizes}, seeds {args.seeds}, "
             f"polynomial degrees {args.degrees}, spatial_neighbors {args.spatial_neighbors if args.spatial_neighbors is not None else 'default'}; each measured run waits up to {args.quiet_wait:.0f} s for other "
             f"processes to use < {QUIET_CORES} cores; disturbed runs repeated up to {args.retries} times"]
+
+
+def use_code(rev: str, tmp: Path) -> None:
+    """Run the benchmarked commands from a clean clone of commit ``rev`` of this repository, in ``tmp``
+    (a git checkout, as a user's; its ``origin`` is this repository)."""
+    global CODE_ROOT, PIPELINE, PLAIN  # noqa: PLW0603 (read by run_child and the measurements)
+    dest = tmp / "code"
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(ROOT), str(dest)], check=True)
+        subprocess.run(["git", "-C", str(dest), "checkout", "-q", "--detach", commit], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"error: --code {rev}: {exc}")
+    CODE_ROOT, PIPELINE, PLAIN = dest, dest / "clearml_pipeline.py", dest / "bench" / "plain_script.py"
+    print(f"benchmarked code: clean clone of {commit[:7]} in {dest}", flush=True)
 
 
 def write_results(out: Path, rows: list[tuple], markdown: str) -> None:
@@ -682,6 +1189,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--retries", type=int, default=3,
                         help=f"repeat an overhead run disturbed by other processes (> {DISTURBED_CORES} cores) up to "
                              "this many times; a disturbed scale run is repeated once (0: never)")
+    parser.add_argument("--clearml-server", default=None, metavar="HARNESS_DIR",
+                        help="ClearML test server harness (bin/start, bin/stop) started for the overhead section's "
+                             "`--mode local` runs; 'none': no local runs. Default: the server the environment "
+                             "configures (CLEARML_API_HOST and keys, or CLEARML_CONFIG_FILE), else "
+                             f"{DEFAULT_HARNESS} if it exists; without a server the local runs are skipped")
+    parser.add_argument("--code", default=None, metavar="REV",
+                        help="run the benchmarked commands from a clean clone of this commit (e.g. HEAD) instead "
+                             "of the working tree (which others may be editing)")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (CSVs, outputs, caches)")
     args = parser.parse_args(argv)
     global QUIET_WAIT_S, RETRIES  # noqa: PLW0603 (read by wait_for_quiet, measure_overhead, measure_scale)
@@ -697,6 +1212,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     shutil.rmtree(logs, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix="cal-housing-bench-"))
     try:
+        if args.code:
+            use_code(args.code, tmp)
         data = find_data(args.data, tmp)
         n_rows = len(pd.read_csv(data, usecols=[0]))
         print(f"benchmark: data {data} ({n_rows:,} rows), temporary files in {tmp}", flush=True)
@@ -706,10 +1223,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         if "overhead" in sections:
             print("overhead ...", flush=True)
             t0 = time.perf_counter()
-            r, md, goal = overhead_rows(measure_overhead(data, args.reps, args.warmup, tmp, logs, args.timeout))
+            server, no_server = start_clearml_server(args.clearml_server, tmp)
+            if server is None:
+                print(f"  --mode local: skipped: {no_server}", flush=True)
+            try:
+                res = measure_overhead(data, args.reps, args.warmup, tmp, logs, args.timeout, server, no_server)
+                res["local_server"] = server.source if server else ""
+            finally:
+                if server is not None:
+                    server.stop()
+            r, md, goal = overhead_rows(res)
             rows += r + [("meta", "overhead", "section_s", time.perf_counter() - t0)]
-            body += ["## Overhead: ClearML pipeline vs plain script", "", *md, ""]
-            goals.append(goal)
+            body += ["## Overhead: ClearML pipeline (offline, `--mode local`) vs plain script", "", *md, ""]
+            goals += goal
         if "scale" in sections:
             print("scale ...", flush=True)
             t0 = time.perf_counter()
@@ -734,7 +1260,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 f"- benchmark run time: {total / 60:.1f} min (`{' '.join(['python', 'bench/run_bench.py', *(argv if argv is not None else sys.argv[1:])])}`)",
                 "", "## Goals", "", "| goal | value | met |", "|---|---|---|",
                 *(f"| {g['goal']} | {g['value']} | {_yes(g['met'])} |" for g in goals), ""]
-        rows += [("goals", g["goal"], "met", int(g["met"])) for g in goals]
+        rows += [("goals", g["goal"], "met", "" if g["met"] is None else int(g["met"])) for g in goals]
         markdown = "\n".join(head + body)
         write_results(out, rows, markdown)
         print("\n" + markdown)
