@@ -61,19 +61,42 @@ _REPO = dict(repo=STARTUP.repository[0], repo_commit=STARTUP.repository[1], work
 
 
 @PipelineDecorator.component(
-    name="load", return_values=["dataset"], cache=_CACHE, task_type="data_processing",
+    name="load", return_values=["dataset", "data_record"], cache=_CACHE, task_type="data_processing",
     packages=[_NUMPY, _PANDAS, _SKLEARN], **_REPO,
 )
-def load(data_path: str = "", data_sha256: str = ""):
+def load(data_path: str = "", data_sha256: str = "", dataset_id: str = ""):
     """Load and validate the data (:func:`steps.data.load_dataset`): n x 9 DataFrame, target in $100k.
 
-    ``data_sha256`` (the file's content hash, computed by the controller) is not used here: it is
-    an argument so that ClearML's cache key sees the file's content, not only its path.
+    With ``dataset_id`` (a ClearML dataset version, :mod:`data_versions`) the data is a local copy
+    of that version's CSV (ClearML's ``get_local_copy``) and ``data_path`` is not used.
+
+    ``data_sha256`` is an argument so that ClearML's cache key sees the data's content, not only
+    its path: the file's hash computed by the controller, or the hash ``register-data`` stored
+    with the dataset version. (A finalized version's id is immutable, so the id alone would be
+    enough for the key.) The copy of a version must have that hash, or the step fails.
+
+    :returns: the data, and ``data_record`` (:func:`data_versions.data_record`: source, SHA-256
+        and row count of what was loaded), also set as this task's user properties.
     """
+    from clearml import Task
+
+    from data_versions import DatasetError, data_record, local_csv
     from steps.data import load_dataset
     from steps.datafile import resolve_data_path
 
-    return load_dataset(resolve_data_path(data_path))
+    if dataset_id:
+        path, source = local_csv(dataset_id)
+    else:
+        path = source = resolve_data_path(data_path)
+    dataset = load_dataset(path)
+    record = data_record(source, path, dataset)
+    if dataset_id and data_sha256 and record["data_sha256"] != data_sha256:
+        raise DatasetError(f"the copy of dataset {dataset_id} has SHA-256 {record['data_sha256']}, not the "
+                           f"{data_sha256} registered with it; its files were changed on the server")
+    task = Task.current_task()  # this step's task; in offline mode, the run's (controller) task
+    if task is not None:
+        task.set_user_properties(**record)
+    return dataset, record
 
 
 @PipelineDecorator.component(
@@ -209,6 +232,7 @@ CONTROLLER = dict(
 @PipelineDecorator.pipeline(**CONTROLLER, return_value="metrics", pipeline_execution_queue=None)
 def tabular_regression_pipeline(
     data_path: str = DEFAULTS.data_path,
+    dataset_id: str = DEFAULTS.dataset_id,
     output_dir: str = DEFAULTS.output_dir,
     models: str = DEFAULTS.models,
     test_size: float = DEFAULTS.test_size,
@@ -245,11 +269,23 @@ def tabular_regression_pipeline(
     runtime.prepare_controller(controller, STARTUP)  # may hand this controller to an agent and exit
     p = PipelineParameters.from_mapping(args).validate()  # UI-edited values may come back as strings
 
-    dataset = load(p.data_path, data_sha256=data_fingerprint(p.data_path))
+    if p.dataset_id:  # a UI re-run may name any id: checked here, before any step
+        from data_versions import check_dataset, describe
+
+        version = check_dataset(p.dataset_id)
+        source = describe(p.dataset_id, version)
+        data_sha256 = version["sha256"]  # as registered; the immutable id is in the load step's key too
+    else:
+        source, data_sha256 = p.data_path, data_fingerprint(p.data_path)
+    # until the load step says what it read (a re-run's clone still shows its original's values)
+    controller.set_user_properties(data_source=source, data_sha256="(set by the load step)", data_rows="")
+    dataset, data_record = load(p.data_path, data_sha256=data_sha256, dataset_id=p.dataset_id)
     X_train, X_test, y_train, y_test = split(dataset, test_size=p.test_size, random_state=p.random_state)
     train = {"polynomial": train_polynomial, "xgboost": train_xgboost, "linear": train_linear,
              "random_forest": train_random_forest}
     trained = {kind: train[kind](X_train, y_train, **model_arguments(kind, p)) for kind in p.model_list()}
+    # What the run trained on (source, SHA-256, rows), as the load step read it: the run's user properties.
+    controller.set_user_properties(**{key: str(data_record[key]) for key in ("data_source", "data_sha256", "data_rows")})
     return evaluate(X_test, y_test, output_dir=p.output_dir, **trained)
 
 
@@ -264,6 +300,7 @@ def run(startup: cli.Startup) -> int:
     else:
         host = runtime.check_server(queues=options.queues())
         runtime.configure_sdk()
+        params = _chosen_dataset(options, params)
         if options.mode == "local":
             PipelineDecorator.run_locally()
         else:
@@ -275,6 +312,21 @@ def run(startup: cli.Startup) -> int:
                                STEP_NAMES)
 
 
+def _chosen_dataset(options: cli.RunOptions, params: PipelineParameters) -> PipelineParameters:
+    """The run's ``dataset_id``: ``--dataset-name`` resolved to a version id, and checked (before any step).
+
+    :raises data_versions.DatasetError: unknown id or name, not finalized, no CSV (exit 2).
+    """
+    if not (params.dataset_id or options.dataset_name):
+        return params
+    import data_versions
+
+    dataset_id = params.dataset_id or data_versions.resolve(options.dataset_project, options.dataset_name,
+                                                            options.dataset_version)
+    data_versions.check_dataset(dataset_id)
+    return dataclasses.replace(params, dataset_id=dataset_id)
+
+
 def main() -> int:
     """Command-line entry point; returns the exit code (0 ok, 1 failed run, 2 bad input, 130 interrupted)."""
     cli.configure_console()
@@ -282,13 +334,20 @@ def main() -> int:
         if STARTUP.command == "import-offline":
             print(f"imported as task {runtime.import_offline(STARTUP.path)}")
             return cli.EXIT_OK
+        if STARTUP.command == "register-data":
+            runtime.check_server(queues=[])
+            runtime.configure_sdk()
+            import data_versions
+
+            return data_versions.run_register(STARTUP.path, STARTUP.options.dataset_project,
+                                              STARTUP.options.dataset_name)
         if STARTUP.command == "step-code":
             runtime.write_step_code(STARTUP.path, lambda: PipelineDecorator(**CONTROLLER), STEP_NAMES,
                                     PROJECT, PIPELINE_NAME)
             print(f"wrote the code of {len(STEP_NAMES)} steps to {STARTUP.path}")
             return cli.EXIT_OK
         return run(STARTUP)
-    except (cli.SetupError, KeyboardInterrupt) as exc:
+    except (cli.SetupError, ValueError, KeyboardInterrupt) as exc:  # ValueError: DataError, DatasetError
         print(f"error: {'interrupted' if isinstance(exc, KeyboardInterrupt) else exc}", file=sys.stderr)
         return cli.exit_code(exc)
 

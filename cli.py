@@ -11,6 +11,7 @@ Commands::
     python clearml_pipeline.py import-offline PATH                      # upload an offline session
     python clearml_pipeline.py step-code DIR [--mode remote] [options]  # the code agents get
     python clearml_pipeline.py predict --run RUN_DIR --data CSV --output PRED_CSV [--model NAME]
+    python clearml_pipeline.py register-data PATH [--dataset-project P] [--dataset-name N]  # a ClearML dataset version
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from steps.params import PipelineParameters, flag_of, parameter_fields
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 MODES = ("offline", "local", "remote")
-COMMANDS = ("run", "import-offline", "step-code", "agent-controller", "predict")
+COMMANDS = ("run", "import-offline", "step-code", "agent-controller", "predict", "register-data")
+#: The ClearML dataset that ``register-data`` and ``--dataset-name`` use by default (see data_versions.py).
+DATASET_PROJECT, DATASET_NAME = "California Housing", "cal_housing"
 
 #: Exit codes, decided here only (see :func:`exit_code`).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -70,12 +73,18 @@ class RunOptions:
         sends the steps to (every mode that talks to a server).
     :param controller_queue: queue of the controller in remote mode; ``local`` runs it here.
     :param cache: reuse cached ``load``/``split`` results.
+    :param dataset_project, dataset_name, dataset_version: a ClearML dataset version to train on,
+        by name (empty version: the latest); resolved to the ``dataset_id`` parameter before any step.
+        ``register-data`` registers into ``dataset_project``/``dataset_name``.
     """
 
     mode: str = "offline"
     queue: str = "default"
     controller_queue: str = "services"
     cache: bool = True
+    dataset_project: str = DATASET_PROJECT
+    dataset_name: str = ""
+    dataset_version: str = ""
 
     @property
     def controller_on_queue(self) -> bool:
@@ -95,7 +104,7 @@ class Startup:
 
     :param command: one of :data:`COMMANDS` (``agent-controller``: a ClearML agent runs the controller).
     :param options: the run options; ``params``: the checked pipeline parameters (``run``, ``step-code``).
-    :param path: the folder or file argument of ``import-offline`` / ``step-code``.
+    :param path: the folder or file argument of ``import-offline`` / ``step-code`` / ``register-data``.
     :param repository: ``(git URL, commit)`` that agents clone for the steps, or ``(None, None)``.
     """
 
@@ -133,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(PATH: the session .zip a run printed) to the configured server; 'python clearml_pipeline.py "
         "step-code DIR [--mode remote] [options]' writes the code ClearML generates for each step; "
         "'python clearml_pipeline.py predict --run RUN_DIR --data CSV --output PRED_CSV' applies a run's "
-        "models to a CSV (see predict --help).",
+        "models to a CSV (see predict --help); 'python clearml_pipeline.py register-data PATH' registers a CSV "
+        "as a new version of a ClearML dataset and prints its id, for --dataset-id (see register-data --help).",
     )
     run = parser.add_argument_group("run options")
     run.add_argument("--mode", default="offline", help=f"where to run: one of {', '.join(MODES)}")
@@ -142,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--controller-queue", default="services",
                      help="queue of the pipeline controller (--mode remote); 'local' runs it on this machine")
     run.add_argument("--no-cache", action="store_true", help="run every step, even when a cached result exists")
+    run.add_argument("--dataset-name", default="", metavar="NAME",
+                     help="train on the latest version (or --dataset-version) of this ClearML dataset, instead of "
+                     "--data or --dataset-id (--mode local/remote); its id becomes the run's dataset_id")
+    run.add_argument("--dataset-version", default="", metavar="VERSION",
+                     help="with --dataset-name: this version (e.g. 1.0.2) instead of the latest")
+    run.add_argument("--dataset-project", default=DATASET_PROJECT, metavar="PROJECT",
+                     help="with --dataset-name: the dataset's ClearML project")
     params = parser.add_argument_group("pipeline parameters (the run's Args in ClearML)")
     for f in parameter_fields():
         kind = {"str": str, "int": int, "float": float}[f.type]
@@ -162,9 +179,71 @@ def parse_command_line(argv: list[str]) -> tuple[RunOptions, PipelineParameters]
         if len(getattr(args, name)) < 3:  # ClearML servers refuse shorter names
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)!r} is too short: ClearML queue "
                              "names have at least 3 characters")
-    options = RunOptions(args.mode, args.queue, args.controller_queue, not args.no_cache)
+    options = RunOptions(args.mode, args.queue, args.controller_queue, not args.no_cache,
+                         args.dataset_project, args.dataset_name, args.dataset_version)
     values = {f.name: getattr(args, f.name) for f in parameter_fields()}
-    return options, checked_parameters(values, check_data=options.mode != "remote")
+    versioned = bool(args.dataset_id or args.dataset_name)
+    _check_dataset_options(args, options)
+    return options, checked_parameters(values, check_data=options.mode != "remote" and not versioned)
+
+
+def _check_dataset_options(args: argparse.Namespace, options: RunOptions) -> None:
+    """``--dataset-id`` / ``--dataset-name``: one source of data, and a server to hold it."""
+    from steps.params import DEFAULTS
+
+    if args.dataset_version and not args.dataset_name:
+        raise UsageError("--dataset-version needs --dataset-name (or pass the version's --dataset-id)")
+    if not (args.dataset_id or args.dataset_name):
+        return
+    if args.dataset_id and args.dataset_name:
+        raise UsageError("pass either --dataset-id or --dataset-name, not both")
+    if args.data_path != DEFAULTS.data_path:
+        raise UsageError("pass either --data or a ClearML dataset (--dataset-id / --dataset-name), not both")
+    if options.mode == "offline":
+        raise UsageError("a ClearML dataset (--dataset-id / --dataset-name) is kept on a ClearML server, which "
+                         "--mode offline does not use; run with --mode local or --mode remote, or pass --data CSV")
+    if args.dataset_name and (len(args.dataset_name) < 3 or len(args.dataset_project) < 3):
+        raise UsageError("--dataset-name and --dataset-project need at least 3 characters (ClearML's rule)")
+
+
+def build_register_parser() -> argparse.ArgumentParser:
+    """The ``register-data`` command line: a CSV file into a new version of a ClearML dataset."""
+    parser = _ArgumentParser(
+        prog="clearml_pipeline.py register-data",
+        description="Validate a CSV as a run would, then register it as a new version of a ClearML dataset "
+        "(parent: the latest version), with its SHA-256, row count and layout as metadata; upload it, "
+        "finalize it and print the new version's id (the last line), for --dataset-id. A file identical to "
+        "a registered version creates nothing and prints that version's id.",
+        formatter_class=_HelpFormatter,
+        epilog="Needs a ClearML server (clearml.conf or CLEARML_API_*). Exit codes: 0 registered (or identical), "
+        "2 bad input, 1 server problem, 130 interrupted.",
+    )
+    parser.add_argument("path", metavar="PATH", help="CSV in scikit-learn's or StatLib's layout, with the target column")
+    parser.add_argument("--dataset-project", default=DATASET_PROJECT, metavar="PROJECT", help="ClearML project")
+    parser.add_argument("--dataset-name", default=DATASET_NAME, metavar="NAME", help="ClearML dataset name")
+    return parser
+
+
+def parse_register(argv: list[str]) -> Startup:
+    """``register-data PATH [--dataset-project P] [--dataset-name N]``: the cheap checks of the CSV, before ClearML.
+
+    :raises UsageError: one line (the file, the names).
+    """
+    from steps.data import DataError, check_csv
+    from steps.params import DEFAULTS
+
+    args = build_register_parser().parse_args(argv)
+    for flag, value in (("--dataset-project", args.dataset_project), ("--dataset-name", args.dataset_name)):
+        if len(value.strip()) < 3:
+            raise UsageError(f"{flag} {value!r} is too short: ClearML names have at least 3 characters")
+    path = os.path.abspath(os.path.expanduser(args.path))
+    try:
+        check_csv(path, DEFAULTS.test_size)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    return Startup(command="register-data", path=path,
+                   options=RunOptions(mode="local", dataset_project=args.dataset_project.strip(),
+                                      dataset_name=args.dataset_name.strip()))
 
 
 def checked_parameters(values: dict, check_data: bool = True) -> PipelineParameters:
@@ -368,6 +447,8 @@ def parse_startup(argv: list[str], environ: Mapping[str, str] = os.environ) -> S
         if not path.exists():
             raise UsageError(f"offline session not found: {path}; pass the .zip printed by an offline run")
         return Startup(command="import-offline", path=str(path))
+    if argv[:1] == ["register-data"]:
+        return parse_register(argv[1:])
     command, path = "run", ""
     if argv[:1] == ["step-code"]:
         command, path, argv = "step-code", (argv[1:2] or ["-"])[0], argv[2:]

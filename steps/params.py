@@ -37,6 +37,8 @@ class PipelineParameters:
 
     data_path: str = _p(SHIPPED_DATA, "CSV in scikit-learn's or StatLib's layout, or "
                         f"'{SKLEARN_DATA}' to download it through scikit-learn", "--data")
+    dataset_id: str = _p("", "id of a ClearML dataset version holding the CSV (see register-data); when set, "
+                         "it replaces --data: the load step trains on a local copy of that version")
     output_dir: str = _p("", "folder for metrics.csv, plots and models; empty: a new folder under runs/")
     models: str = _p("polynomial,xgboost", f"comma-separated models to train, of: {','.join(MODEL_KINDS)}")
     test_size: float = _p(0.2, "fraction of rows in the test set, in (0, 1)")
@@ -120,6 +122,8 @@ class PipelineParameters:
         check(self.xgb_min_child_weight >= 0, "xgb_min_child_weight", ">= 0")
         check(self.xgb_early_stopping_rounds >= 0, "xgb_early_stopping_rounds", ">= 0 (0 turns it off)")
         check(bool(re.fullmatch(r"cpu|cuda(:\d+)?", self.xgb_device)), "xgb_device", "cpu, cuda or cuda:<n>")
+        check(not self.dataset_id or bool(re.fullmatch(r"[0-9a-f]{32}", self.dataset_id)), "dataset_id",
+              "empty, or a ClearML dataset id: 32 hexadecimal digits (printed by register-data)")
         check(0 <= self.spatial_neighbors <= 1000, "spatial_neighbors", "0 (off) to 1000, e.g. 16")
         check(1 <= self.rf_n_estimators <= 10_000, "rf_n_estimators", "1 to 10000")
         check(self.n_jobs == -1 or self.n_jobs >= 1, "n_jobs", "-1 (all cores) or >= 1")
