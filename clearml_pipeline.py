@@ -49,6 +49,7 @@ if __name__ == "__main__":
         os.environ["CLEARML_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="clearml-step-code-")
 
 from clearml import PipelineDecorator, Task  # noqa: E402
+
 from reporting import monitored_metrics, result_files  # noqa: E402
 
 # Packages each step needs on an agent (ranges as in requirements.txt).
@@ -177,7 +178,8 @@ def train_random_forest(X_train, y_train, n_estimators: int = 200, n_jobs: int =
 @PipelineDecorator.component(
     name="evaluate", return_values=["metrics"], task_type="qc",
     packages=[_NUMPY, _PANDAS, _SKLEARN, _XGBOOST, _MATPLOTLIB, _JOBLIB], **_REPO,
-    monitor_metrics=monitored_metrics(MODEL_KINDS), monitor_artifacts=result_files(MODEL_KINDS), monitor_models=list(MODEL_KINDS),
+    monitor_metrics=monitored_metrics(MODEL_KINDS), monitor_artifacts=result_files(MODEL_KINDS),
+    monitor_models=list(MODEL_KINDS),
     # figures and models are reported once, explicitly; not again by ClearML's auto-logging
     auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False, "xgboost": False},
 )

@@ -23,8 +23,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 from steps.params import PipelineParameters, flag_of, parameter_fields
 

@@ -22,8 +22,9 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from cli import SetupError
 
@@ -200,7 +201,7 @@ class ServerWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="clearml-server-watch", daemon=True)
 
-    def __enter__(self) -> "ServerWatch":
+    def __enter__(self) -> ServerWatch:
         self._thread.start()
         return self
 

@@ -61,7 +61,7 @@ class PipelineParameters:
     n_jobs: int = _p(-1, "CPU threads for XGBoost and the random forest, -1 = all cores")
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> "PipelineParameters":
+    def from_mapping(cls, values: dict[str, Any]) -> PipelineParameters:
         """Build from ``{name: value}``, casting each value to its field's type.
 
         Values edited in the ClearML web UI may arrive as strings ("0.3"); they are cast to the
@@ -92,7 +92,7 @@ class PipelineParameters:
         """The names in :attr:`models`, in the order given."""
         return [m.strip() for m in self.models.split(",") if m.strip()]
 
-    def validate(self) -> "PipelineParameters":
+    def validate(self) -> PipelineParameters:
         """Check every value; return ``self``.
 
         :raises ParameterError: naming the parameter, its value and the allowed range.

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.data import FEATURES, STATLIB_COLUMNS, TARGET, DataError, load_dataset
+from steps.data import FEATURES, STATLIB_COLUMNS, TARGET, DataError
 from steps.evaluation import metrics_table, predict_all, regression_metrics
-from steps.outputs import write_run_files
 from steps.models import build_linear, build_polynomial, build_xgboost, fit_xgboost
+from steps.outputs import write_run_files
 from steps.predict import PredictError, available_models, predict_csv, read_features_csv
 
 
@@ -56,7 +56,8 @@ def test_every_model_on_the_shipped_statlib_csv(run_dir, housing_csv, housing, t
     np.testing.assert_array_equal(predictions[TARGET], housing[TARGET])
     X = housing[list(FEATURES)]
     for name in ("polynomial", "xgboost", "linear"):  # the saved models themselves, on the raw features
-        np.testing.assert_array_equal(predictions[f"pred_{name}"], joblib.load(run_dir / "models" / f"{name}.joblib").predict(X))
+        saved = joblib.load(run_dir / "models" / f"{name}.joblib")
+        np.testing.assert_array_equal(predictions[f"pred_{name}"], saved.predict(X))
     # the file holds exactly what was returned (full precision)
     pd.testing.assert_frame_equal(pd.read_csv(out), predictions, check_exact=True)
     _no_leftovers(tmp_path)
