@@ -295,6 +295,7 @@ def run(startup: cli.Startup) -> int:
     """Run the pipeline as ``startup`` says; returns the exit code (see :func:`cli.exit_code`)."""
     options, params = startup.options, startup.params
     if startup.command == "agent-controller":  # Args come from the task, as edited in the web UI
+        runtime.poll_steps_every(1.0)
         return runtime.run_guarded(tabular_regression_pipeline, {}, None, STEP_NAMES)
     if options.mode == "offline":
         runtime.start_offline_controller(PROJECT, PIPELINE_NAME)
@@ -302,6 +303,7 @@ def run(startup: cli.Startup) -> int:
     else:
         host = runtime.check_server(queues=options.queues())
         runtime.configure_sdk()
+        runtime.poll_steps_every(1.0)
         params = _chosen_dataset(options, params)
         if options.mode == "local":
             PipelineDecorator.run_locally()
