@@ -223,8 +223,8 @@ def test_remote_run_with_controller_here(agents, remote_local_controller_run):
     run, out = remote_local_controller_run
     steps = agents.api.step_tasks(run)
     assert set(steps) == {"load", "split", "train_polynomial", "train_linear", "evaluate"}
-    for task_id in steps.values():
-        assert agents.api.task(task_id)["last_worker"].startswith("test-agent-default")  # run by an agent
+    for step in ("train_polynomial", "train_linear", "evaluate"):  # (load and split may come from the cache)
+        assert agents.api.task(steps[step])["last_worker"].startswith("test-agent-default"), step  # run by an agent
     metrics = metrics_of(agents, run)
     assert 0.55 <= metrics.loc["linear", "r2"] <= 0.65
     pd.testing.assert_frame_equal(metrics, pd.read_csv(out / "metrics.csv").set_index("model"))
