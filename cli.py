@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
-from steps.params import PipelineParameters, flag_of, parameter_fields
+from steps.params import PYTHON_TYPES, PipelineParameters, flag_of, parameter_fields
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 MODES = ("offline", "local", "remote")
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --dataset-name: the dataset's ClearML project")
     params = parser.add_argument_group("pipeline parameters (the run's Args in ClearML)")
     for f in parameter_fields():
-        kind = {"str": str, "int": int, "float": float}[f.type]
+        kind = PYTHON_TYPES[f.type]
         params.add_argument(flag_of(f), dest=f.name, type=kind, default=f.default, metavar=f.type.upper(),
                             help=f.metadata["help"])
     return parser

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-from cli import SetupError
+from cli import EXIT_FAILED, EXIT_INTERRUPTED, SetupError
 
 #: XGBoost's Python functions that its C library calls back (``xgboost.core.DataIter``).
 _XGBOOST_C_CALLBACKS = frozenset({"_next_wrapper", "_reset_wrapper"})
@@ -35,7 +35,7 @@ _XGBOOST_C_CALLBACKS = frozenset({"_next_wrapper", "_reset_wrapper"})
 def exit_at_once(signum, frame):
     """Ctrl-C/SIGTERM before the run has a ClearML task: nothing to record or clean up, so leave now."""
     sys.stderr.write("error: interrupted\n")
-    os._exit(130)
+    os._exit(EXIT_INTERRUPTED)
 
 
 def configure_sdk(**development) -> None:
@@ -262,7 +262,7 @@ def abandon_run(message: str) -> None:
             child.kill()
     except Exception:
         pass
-    os._exit(1)
+    os._exit(EXIT_FAILED)
 
 
 def failed_step(exc: BaseException, step_names: tuple[str, ...]) -> Optional[str]:
@@ -383,7 +383,8 @@ def write_step_code(folder: str, make_pipeline: Callable[[], object], step_names
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    task = start_offline_controller(project, name)
+    with contextlib.redirect_stdout(io.StringIO()):  # its throw-away session is no session for the user
+        task = start_offline_controller(project, name)
     PipelineDecorator.run_locally()  # generate the step tasks' code, as for a server run
     pipeline = make_pipeline()
     dag = {step: {"cache": node.cache_executed_step, "queue": node.queue, "parents": node.parents,

@@ -23,6 +23,10 @@ SKLEARN_DATA = "sklearn"
 MODEL_KINDS: tuple[str, ...] = ("polynomial", "xgboost", "linear", "random_forest")
 
 
+#: The Python type of each field's type name (the dataclass stores names: ``from __future__ import annotations``).
+PYTHON_TYPES: dict[str, type] = {"str": str, "int": int, "float": float}
+
+
 class ParameterError(ValueError):
     """A pipeline parameter is out of its allowed range; the message names the range."""
 
@@ -75,7 +79,7 @@ class PipelineParameters:
             raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(fields)}")
         cast = {}
         for name, value in values.items():
-            kind = {"str": str, "int": int, "float": float}[fields[name].type]
+            kind = PYTHON_TYPES[fields[name].type]
             if isinstance(value, kind) and not isinstance(value, bool):
                 cast[name] = value
                 continue
@@ -101,7 +105,7 @@ class PipelineParameters:
             value = getattr(self, f.name)
             if f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
                 continue
-            expected = {"str": str, "int": int, "float": float}[f.type]
+            expected = PYTHON_TYPES[f.type]
             if not isinstance(value, expected) or isinstance(value, bool):
                 raise ParameterError(f"{f.name} must be a {f.type}, got {value!r}")
 

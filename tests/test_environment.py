@@ -57,3 +57,14 @@ def test_cuda_without_gpu_is_one_warning_and_relative_cache_dir_is_printed_absol
     with zipfile.ZipFile(session) as archive:
         task = json.loads(archive.read("task.json"))
     assert task["hyperparams"]["Args"]["xgb_device"]["value"] == "cuda"
+
+
+def test_the_command_line_module_never_imports_clearml():
+    """cli.py parses and checks everything before ClearML is imported (its tests need no ClearML)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import cli; "
+            "cli.parse_command_line(['--models', 'linear', '--output-dir', sys.argv[2]]); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'clearml'))")
+    result = subprocess.run([sys.executable, "-c", code, str(ROOT), "/nonexistent-parent/out-x"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -75,6 +75,8 @@ def remote_code(checkout, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("step-code")
     result = cli("step-code", str(out), "--mode", "remote", cwd=repo)
     assert result.returncode == 0, result.stderr[-3000:]
+    # nothing about the throw-away offline session it uses: only what it wrote
+    assert result.stdout.strip().splitlines() == [f"wrote the code of {len(STEPS)} steps to {out}"], result.stdout
     return out
 
 
