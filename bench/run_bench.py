@@ -5,7 +5,10 @@ Three measurements, in one run, on the real data (see ``bench/README.md``):
 1. **overhead**: wall time of ``clearml_pipeline.py`` (ClearML offline mode, the embedded
    default) against ``bench/plain_script.py`` (the same computation without ClearML), each a
    fresh subprocess, interleaved, median of ``--reps``; plus the start-up cost of importing the
-   libraries with and without ClearML.
+   libraries with and without ClearML. Beside them ``--mode local`` (with and without ``--no-cache``)
+   against a ClearML server (the environment's, or the test server harness of ``--clearml-server``;
+   skipped without one), each run read back from the server as a per-step timeline, and the bare
+   start-up of a step subprocess (``import clearml``, ``Task.init``).
 2. **scale**: the whole pipeline command line on the data enlarged 1x, 10x, 50x (rows resampled
    with replacement, 1% multiplicative noise on the features): wall time, peak memory, CPU time.
 3. **quality**: R^2 / RMSE / MAE of every model for each seed (split and model seed), in this
@@ -16,7 +19,7 @@ Results go to ``bench/results/results.md`` (tables, goals) and ``bench/results/r
 imports ClearML; the pipeline only runs in its subprocesses.
 
 Usage (from the project root): ``python bench/run_bench.py [--reps 3] [--sizes 1,10,50]
-[--seeds 0-9] [--data CSV] [--out bench/results]``
+[--seeds 0-9] [--data CSV] [--out bench/results] [--clearml-server HARNESS_DIR|none] [--code REV]``
 """
 
 from __future__ import annotations
