@@ -1000,7 +1000,8 @@ def scale_rows(runs: list[ChildRun]) -> tuple[list[tuple], list[str], dict]:
         name = f"{e['factor']}x"
         rows += [("scale", name, "rows", e["rows"]), ("scale", name, "csv_mib", e["csv_bytes"] / MIB),
                  ("scale", name, "wall_s", r.wall_s), ("scale", name, "cpu_s", r.cpu_s),
-                 ("scale", name, "max_rss_mib", r.max_rss / MIB), ("scale", name, "peak_tree_rss_mib", r.peak_tree_rss / MIB),
+                 ("scale", name, "max_rss_mib", r.max_rss / MIB),
+                 ("scale", name, "peak_tree_rss_mib", r.peak_tree_rss / MIB),
                  ("scale", name, "offline_session_mib", e["session_bytes"] / MIB),
                  ("scale", name, "other_cores", r.other_cores), ("scale", name, "exit_code", r.returncode),
                  ("scale", name, "disturbed_attempts", len(e["disturbed"])),
@@ -1073,7 +1074,8 @@ def quality_rows(table: pd.DataFrame, degrees: list[int], default_degree: int) -
         s = table[table.model == f"polynomial_deg{degree}"].r2
         floor = poly_floor if degree == default_degree else GOAL_POLY_MIN_ANY_DEGREE
         label = f"{degree} (default)" if degree == default_degree else str(degree)
-        md.append(f"| {label} | {s.min():.4f} | {s.mean():.4f} | {s.max():.4f} | min >= {floor} | {_yes(s.min() >= floor)} |")
+        md.append(f"| {label} | {s.min():.4f} | {s.mean():.4f} | {s.max():.4f} | min >= {floor} "
+                  f"| {_yes(s.min() >= floor)} |")
         rows += [("quality", f"polynomial degree {degree}", "r2_min", s.min()),
                  ("quality", f"polynomial degree {degree}", "r2_mean", s.mean())]
         goals.append({"goal": f"quality: polynomial degree {degree} R² >= {floor} on every seed",
@@ -1082,12 +1084,14 @@ def quality_rows(table: pd.DataFrame, degrees: list[int], default_degree: int) -
         plain = table[table.model == "polynomial_k0"].r2
         goals.append({"goal": f"quality: polynomial without neighbour features R² >= {GOAL_POLY_MIN_DEFAULT} on every seed",
                       "value": f"min {plain.min():.4f}", "met": plain.min() >= GOAL_POLY_MIN_DEFAULT})
-        goals += [{"goal": f"quality: XGBoost mean R² >= {GOAL_XGB_MEAN} (moonshot {ANCHORS['best neural (TabR, retrieval-based)']})",
+        moonshot = ANCHORS['best neural (TabR, retrieval-based)']
+        goals += [{"goal": f"quality: XGBoost mean R² >= {GOAL_XGB_MEAN} (moonshot {moonshot})",
                    "value": f"{xgb.r2.mean():.4f}", "met": xgb.r2.mean() >= GOAL_XGB_MEAN},
                   {"goal": f"quality: XGBoost R² >= {GOAL_XGB_MIN} on every seed", "value": f"min {xgb.r2.min():.4f}",
                    "met": xgb.r2.min() >= GOAL_XGB_MIN}]
         xgb = table[table.model == "xgboost_k0"]
-    goals.append({"goal": f"quality: XGBoost{' without neighbour features' if with_k0 else ''} mean R² >= {GOAL_XGB_MEAN_PLAIN}",
+    plain_name = "XGBoost without neighbour features" if with_k0 else "XGBoost"
+    goals.append({"goal": f"quality: {plain_name} mean R² >= {GOAL_XGB_MEAN_PLAIN}",
                   "value": f"{xgb.r2.mean():.4f}", "met": xgb.r2.mean() >= GOAL_XGB_MEAN_PLAIN})
     fit_s = calm.fit_s.max() if len(calm) else table[table.model == "xgboost"].fit_s.mean()
     goals.append({"goal": f"quality: XGBoost fit <= {GOAL_XGB_FIT_S:.0f} s", "value": (
@@ -1117,8 +1121,10 @@ def environment_lines(args, data: Path, n_rows: int) -> list[str]:
             f"- machine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
             f"Python {platform.python_version()}; {', '.join(versions)}",
             f"- data: `{data}` ({n_rows:,} rows)",
-            f"- settings: sections {args.sections}; reps {args.reps} (+{args.warmup} warm-up), sizes {args.sizes}, seeds {args.seeds}, "
-            f"polynomial degrees {args.degrees}, spatial_neighbors {args.spatial_neighbors if args.spatial_neighbors is not None else 'default'}; each measured run waits up to {args.quiet_wait:.0f} s for other "
+            f"- settings: sections {args.sections}; reps {args.reps} (+{args.warmup} warm-up), sizes {args.sizes}, "
+            f"seeds {args.seeds}, polynomial degrees {args.degrees}, spatial_neighbors "
+            f"{args.spatial_neighbors if args.spatial_neighbors is not None else 'default'}; "
+            f"each measured run waits up to {args.quiet_wait:.0f} s for other "
             f"processes to use < {QUIET_CORES} cores; disturbed runs repeated up to {args.retries} times"]
 
 
@@ -1259,8 +1265,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             goals += g
         total = time.perf_counter() - started
         rows.append(("meta", "benchmark", "total_s", total))
+        command = " ".join(["python", "bench/run_bench.py", *(argv if argv is not None else sys.argv[1:])])
         head = ["# Benchmark results", "", *environment_lines(args, data, n_rows),
-                f"- benchmark run time: {total / 60:.1f} min (`{' '.join(['python', 'bench/run_bench.py', *(argv if argv is not None else sys.argv[1:])])}`)",
+                f"- benchmark run time: {total / 60:.1f} min (`{command}`)",
                 "", "## Goals", "", "| goal | value | met |", "|---|---|---|",
                 *(f"| {g['goal']} | {g['value']} | {_yes(g['met'])} |" for g in goals), ""]
         rows += [("goals", g["goal"], "met", "" if g["met"] is None else int(g["met"])) for g in goals]
