@@ -354,6 +354,9 @@ def main() -> int:
     except (cli.SetupError, ValueError, KeyboardInterrupt) as exc:  # ValueError: DataError, DatasetError
         print(f"error: {'interrupted' if isinstance(exc, KeyboardInterrupt) else exc}", file=sys.stderr)
         return cli.exit_code(exc)
+    except Exception as exc:  # e.g. the server answering errors: one line, never a traceback
+        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+        return cli.exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
@@ -284,6 +285,11 @@ def _checked_paths(params: PipelineParameters, check_data: bool) -> PipelinePara
             raise UsageError(str(exc)) from None
         params = dataclasses.replace(params, data_path=portable_data_path(params.data_path))
     output_dir = params.output_dir or str(new_run_dir(Path.cwd() / "runs"))
+    for name, path in (("--output-dir", output_dir), ("--data", params.data_path)):
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{name} {path!r} has bytes that are not UTF-8 text; rename the folder or file") from None
     try:
         check_output_dir(output_dir)
     except ValueError as exc:
@@ -447,6 +453,9 @@ def parse_startup(argv: list[str], environ: Mapping[str, str] = os.environ) -> S
         path = Path(argv[1]).expanduser()
         if not path.exists():
             raise UsageError(f"offline session not found: {path}; pass the .zip printed by an offline run")
+        if path.is_file() and not zipfile.is_zipfile(path):
+            raise UsageError(f"{path} is not a zip file, so not an offline session; pass the .zip printed by an "
+                             "offline run (or its folder)")
         return Startup(command="import-offline", path=str(path))
     if argv[:1] == ["register-data"]:
         return parse_register(argv[1:])

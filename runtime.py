@@ -22,7 +22,8 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +36,12 @@ _XGBOOST_C_CALLBACKS = frozenset({"_next_wrapper", "_reset_wrapper"})
 def exit_at_once(signum, frame):
     """Ctrl-C/SIGTERM before the run has a ClearML task: nothing to record or clean up, so leave now."""
     sys.stderr.write("error: interrupted\n")
+    try:
+        from steps.outputs import release_all_claims
+
+        release_all_claims()  # the output folder claimed at start-up goes again
+    except Exception:
+        pass
     os._exit(EXIT_INTERRUPTED)
 
 
@@ -49,7 +56,22 @@ def configure_sdk(**development) -> None:
     """
     from clearml.config import config_obj
 
-    config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False, **development}}})
+    with _readable_config():
+        config_obj.set_overrides({"sdk": {"development": {"report_use_subprocess": False, **development}}})
+
+
+@contextmanager
+def _readable_config() -> Iterator[None]:
+    """ClearML parses its configuration file on first use: a broken one becomes one :class:`SetupError` line."""
+    try:
+        yield
+    except Exception as exc:
+        if "clearml" not in type(exc).__module__ and "pyparsing" not in type(exc).__module__:
+            raise
+        path = os.environ.get("CLEARML_CONFIG_FILE", "~/clearml.conf")
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SetupError(f"ClearML cannot read its configuration file {path} ({first}); fix it (it is HOCON, "
+                         "see clearml.conf.example) or point CLEARML_CONFIG_FILE at a valid clearml.conf") from None
 
 
 def poll_steps_every(seconds: float = 1.0) -> None:
@@ -149,9 +171,10 @@ def offline_session_zip(task) -> str:
 def _server_settings() -> tuple[Optional[str], Optional[str], Optional[str]]:
     from clearml.config import config_obj
 
-    host = os.environ.get("CLEARML_API_HOST") or config_obj.get("api.api_server", None)
-    key = os.environ.get("CLEARML_API_ACCESS_KEY") or config_obj.get("api.credentials.access_key", None)
-    secret = os.environ.get("CLEARML_API_SECRET_KEY") or config_obj.get("api.credentials.secret_key", None)
+    with _readable_config():
+        host = os.environ.get("CLEARML_API_HOST") or config_obj.get("api.api_server", None)
+        key = os.environ.get("CLEARML_API_ACCESS_KEY") or config_obj.get("api.credentials.access_key", None)
+        secret = os.environ.get("CLEARML_API_SECRET_KEY") or config_obj.get("api.credentials.secret_key", None)
     return host, key, secret
 
 
@@ -217,12 +240,17 @@ class ServerWatch:
     """Ends the run with one line when the ClearML server stops answering for ``grace`` seconds.
 
     The SDK retries a lost server for many minutes and its pipeline controller waits for steps
-    for ever; this thread asks the server's ``debug.ping`` every ``period`` seconds and, after
-    ``grace`` seconds without an answer, calls ``on_lost(message)`` (which must end the process).
+    for ever; this thread makes a real API call every ``period`` seconds (``queues.get_all`` for
+    one queue id, with the run's credentials: a server whose database is stuck answers a ping but
+    not this) with a ``timeout``, and after ``grace`` seconds without an answer calls
+    ``on_lost(message)`` (which must end the process).
     """
 
-    def __init__(self, host: str, on_lost: Callable[[str], None], period: float = 3.0, grace: float = 20.0):
+    def __init__(self, host: str, on_lost: Callable[[str], None], period: float = 5.0, grace: float = 30.0,
+                 timeout: float = 10.0):
         self.host, self.on_lost, self.period, self.grace = host.rstrip("/"), on_lost, period, grace
+        self.timeout = timeout
+        _, self._key, self._secret = _server_settings()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="clearml-server-watch", daemon=True)
 
@@ -236,15 +264,20 @@ class ServerWatch:
     def _watch(self) -> None:
         import requests
 
-        last_answer = time.monotonic()
+        last_answer, token = time.monotonic(), None
         while not self._stop.wait(self.period):
             try:
-                requests.get(f"{self.host}/debug.ping", timeout=self.period)
+                if token is None:
+                    token = requests.post(f"{self.host}/auth.login", auth=(self._key, self._secret),
+                                          timeout=self.timeout).json()["data"]["token"]
+                requests.post(f"{self.host}/queues.get_all", json={"only_fields": ["id"], "size": 1},
+                              headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout)
                 last_answer = time.monotonic()
-            except requests.RequestException:
+            except (requests.RequestException, ValueError, KeyError, TypeError):
                 if time.monotonic() - last_answer > self.grace and not self._stop.is_set():
                     self.on_lost(f"the ClearML server {self.host} stopped answering during the run (no answer "
-                                 f"for {self.grace:.0f} s); the run is abandoned: restart the server and run again")
+                                 f"for {self.grace:.0f} s); the run is abandoned: check the server (and its "
+                                 "database), then run again")
                     return
 
 

@@ -349,9 +349,27 @@ def release_output_dir(output_dir: str | os.PathLike) -> None:
 
 
 @atexit.register
-def _release_all() -> None:
+def release_all_claims() -> None:
+    """Release every output folder this process claimed (also run at exit)."""
     for path in list(_CLAIMS):
         release_output_dir(path)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (delivered when the block ends), where the platform allows it."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # no pthread_sigmask (Windows)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager
@@ -377,8 +395,9 @@ def staged_output(output_dir: str | os.PathLike) -> Iterator[Path]:
         stage.mkdir()
         yield stage
         entries = sorted(stage.iterdir(), key=lambda e: e.name == LAST_FILE)
-        for entry in entries:
-            os.replace(entry, final / entry.name)
+        with _signals_held():  # Ctrl-C or SIGTERM arrive after the moves, never between two of them
+            for entry in entries:
+                os.replace(entry, final / entry.name)
         stage.rmdir()
         _finish(final)
     finally:

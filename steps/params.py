@@ -125,7 +125,7 @@ class PipelineParameters:
         check(0.0 < self.xgb_colsample_bytree <= 1.0, "xgb_colsample_bytree", "0 < colsample_bytree <= 1")
         check(self.xgb_min_child_weight >= 0, "xgb_min_child_weight", ">= 0")
         check(self.xgb_early_stopping_rounds >= 0, "xgb_early_stopping_rounds", ">= 0 (0 turns it off)")
-        check(bool(re.fullmatch(r"cpu|cuda(:\d+)?", self.xgb_device)), "xgb_device", "cpu, cuda or cuda:<n>")
+        check(bool(re.fullmatch(r"cpu|cuda(:\d{1,3})?", self.xgb_device)), "xgb_device", "cpu, cuda or cuda:<n>")
         check(not self.dataset_id or bool(re.fullmatch(r"[0-9a-f]{32}", self.dataset_id)), "dataset_id",
               "empty, or a ClearML dataset id: 32 hexadecimal digits (printed by register-data)")
         check(0 <= self.spatial_neighbors <= 1000, "spatial_neighbors", "0 (off) to 1000, e.g. 16")
