@@ -302,7 +302,7 @@ def run(startup: cli.Startup) -> int:
         PipelineDecorator.debug_pipeline()
     else:
         host = runtime.check_server(queues=options.queues())
-        runtime.configure_sdk()
+        runtime.configure_sdk(vcs_repo_detect_async=False)  # the repository is known before the run is stored
         runtime.poll_steps_every(1.0)
         params = _chosen_dataset(options, params)
         if options.mode == "local":

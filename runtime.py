@@ -443,6 +443,9 @@ _controller = None
 def prepare_controller(task, startup) -> None:
     """Settle the controller task of a run started from the command line, before any step.
 
+    * A server run's controller records the repository and commit its steps use (the same git
+      ``origin`` URL), so that a re-run from the web UI on an agent finds the code, whatever
+      ClearML's own repository detection managed.
     * ``--mode local``: ClearML serializes the steps' default queue as ``mock`` (its in-process
       stand-in), so a clone of the run re-run from the web UI would wait for ever on a queue that
       does not exist. The queue stored is the real one (``--queue``).
@@ -456,6 +459,9 @@ def prepare_controller(task, startup) -> None:
     if startup.command != "run":
         return
     options = startup.options
+    url, commit = startup.repository
+    if url and task.data.script.repository != url:  # an agent re-running the controller clones this
+        task.set_script(repository=url, commit=commit, working_dir=".", entry_point="clearml_pipeline.py")
     if options.mode == "local":
         task.set_parameter("pipeline/default_queue", options.queue)
     if options.controller_on_queue:
@@ -478,7 +484,11 @@ def run_guarded(pipeline: Callable, kwargs: dict, output_dir: Optional[Path], st
     try:
         metrics = pipeline(**kwargs)
     except (Exception, KeyboardInterrupt) as exc:
-        message = failure_message(exc, failed_step(exc, step_names) or _failed_node(), output_dir)
+        node = None if failed_step(exc, step_names) else _failed_node()
+        message = failure_message(exc, failed_step(exc, step_names) or node, output_dir)
+        if node:  # the step ran in another process: its own error says more than the controller's
+            detail = step_error_line(_node_task_id(node))
+            message = f"step '{node}' failed: {detail}" if detail else message
         task = _controller or Task.current_task()
         if task is not None:
             record_failure(task, exc, message)
@@ -495,6 +505,27 @@ def run_guarded(pipeline: Callable, kwargs: dict, output_dir: Optional[Path], st
     elif task is not None:
         print(f"ClearML: {task.get_output_log_web_page()}")
     return 0
+
+
+def step_error_line(task_id: str) -> str:
+    """The last ``SomethingError: ...`` line a step task printed (its console log on the server), or ''."""
+    from clearml import Task
+
+    try:
+        reports = Task.get_task(task_id=task_id).get_reported_console_output(number_of_reports=5)
+    except Exception:
+        return ""
+    lines = [line.strip() for report in reports for line in str(report).splitlines()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", line)]
+    # the project's own bad-input errors read as the offline run's do: the message alone
+    return re.sub(r"^steps\.\w+\.(DataError|OutputError|ParameterError|PredictError): ", "", errors[-1]) if errors else ""
+
+
+def _node_task_id(name: str) -> str:
+    from clearml import PipelineDecorator
+
+    node = PipelineDecorator._singleton._nodes[name]
+    return node.job.task_id() if node.job is not None else ""
 
 
 def _failed_node() -> Optional[str]:
