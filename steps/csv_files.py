@@ -25,7 +25,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional
@@ -51,6 +51,7 @@ class CsvFormat:
     :ivar delimiter: ``","``, ``";"``, ``"\\t"``, ``"|"`` or :data:`WHITESPACE`.
     :ivar columns: the header's column names, stripped of blanks and quotes (``""`` for a blank name).
     :ivar member: the file inside a zip archive, if any.
+    :ivar skip_lines: lines before the header: blank lines, and Excel's delimiter hint line (``sep=;``).
     """
 
     compression: Optional[str]
@@ -58,6 +59,7 @@ class CsvFormat:
     delimiter: str
     columns: tuple[str, ...]
     member: Optional[str] = None
+    skip_lines: int = 0
 
 
 def clean_name(name: str) -> str:
@@ -148,11 +150,21 @@ def _damaged(path: Path, compression: Optional[str], exc: BaseException) -> Data
                      "decompress it again from its source, or pass the CSV file itself")
 
 
+def _is_file_entry(info: zipfile.ZipInfo) -> bool:
+    """Whether a zip entry is a file: not a folder entry (``zip -r`` writes ``data/``) nor macOS's
+    resource-fork copies (``__MACOSX/...``, ``._name``) that Finder's "Compress" adds."""
+    name = info.filename
+    return not (info.is_dir() or name.startswith("__MACOSX/") or name.rsplit("/", 1)[-1].startswith("._"))
+
+
 def _zip_member(path: Path) -> str:
-    """The one file of the zip archive ``path`` pandas would read, or a :class:`DataError` naming what the archive is."""
+    """The one file of the zip archive ``path`` to read, or a :class:`DataError` naming what the archive is.
+
+    Folder entries and macOS ``__MACOSX/`` entries are not files: a zip made with ``zip -r`` of a
+    folder holding one CSV is that CSV."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = [i.filename for i in archive.infolist() if not i.is_dir()]
+            names = [i.filename for i in archive.infolist() if _is_file_entry(i)]
             if "[Content_Types].xml" in names and any(n.startswith("xl/") for n in names):
                 raise _refuse(path, "an Excel workbook (.xlsx)", "in Excel choose File > Save As > CSV UTF-8, or "
                               "python -c \"import pandas; pandas.read_excel('{path}').to_csv('data.csv', index=False)\" "
@@ -284,6 +296,10 @@ def _looks_like_json(start: str) -> bool:
     return body[:1] in ("{", "[", '"', "]") or bool(re.match(r"-?\d", body))
 
 
+#: Excel's delimiter hint, the first line of some of its CSV exports: ``sep=;`` (possibly quoted).
+_SEP_HINT = re.compile(r'"?sep=([,;\t|])"?[ \t]*(?:\r\n|\r|\n|$)', re.IGNORECASE)
+
+
 def _header_line(path: Path, text: str) -> str:
     for line in text.splitlines():
         if line.strip():
@@ -369,10 +385,18 @@ def sniff_csv(path: Path, expected_columns: Iterable[str] = ()) -> CsvFormat:
                       "pandas; pandas.read_pickle('{path}').to_csv('data.csv', index=False)\"", inside)
     encoding, _, text = _encoding(path, head, inside)
     _text_format(path, text, inside)
+    hint = _SEP_HINT.match(text)
+    if hint:  # Excel's delimiter hint: the first line is "sep=;" (the delimiter), then the header
+        text = text[hint.end():]
     header = _header_line(path, text)
-    delimiter = _delimiter(path, header, expected_columns)
+    delimiter = hint.group(1) if hint else _delimiter(path, header, expected_columns)
     columns = tuple(clean_name(c) for c in _split(header, delimiter))
-    return CsvFormat(compression, encoding, delimiter, columns, member)
+    blank = 0
+    for line in re.split(r"\r\n|\r|\n", text):
+        if line.strip():
+            break
+        blank += 1
+    return CsvFormat(compression, encoding, delimiter, columns, member, skip_lines=blank + (1 if hint else 0))
 
 
 # --------------------------------------------------------------------------- reading it
@@ -392,6 +416,8 @@ def count_data_rows(path: Path, fmt: Optional[CsvFormat] = None) -> int:
     fmt = fmt or sniff_csv(path)
     try:
         with open_text(path, fmt) as fh:
+            for _ in range(fmt.skip_lines):  # blank lines and Excel's "sep=;" line before the header
+                fh.readline()
             for line in fh:
                 if line.strip():  # the header: the first non-blank line, as pandas reads it
                     break
@@ -402,29 +428,55 @@ def count_data_rows(path: Path, fmt: Optional[CsvFormat] = None) -> int:
         raise _damaged(path, fmt.compression, exc) from None
 
 
+#: The name given to a field after the header's last column (see :func:`read_csv_chunks`).
+_AFTER_HEADER = "\x00after the header"
+
+
 def read_csv_chunks(path: Path, fmt: CsvFormat, usecols: Iterable[str], chunksize: int) -> Iterator[pd.DataFrame]:
     """The columns ``usecols`` (clean names) of the CSV ``path``, ``chunksize`` rows at a time, as
     :func:`pandas.read_csv` reads it in the format ``fmt``; cells are still text or numbers.
 
-    :raises DataError: pandas cannot parse the file as a table (its first error line is quoted).
+    A data row may have one field more than the header when it is empty: the field after a
+    trailing delimiter (``1,2,3,``), which is dropped. pandas would otherwise take the first field
+    of every such row for a row index and shift every column by one; here the columns are named
+    from the header (``index_col=False``: never a row index) plus one more, which must be empty.
+
+    :raises DataError: pandas cannot parse the file as a table (its first error line is quoted), or
+        a data row has a value after the header's last column.
     """
     wanted = set(usecols)
+    # Every column gets a unique name (those not read a placeholder), plus one for a field after the
+    # last; the header line itself is skipped. (pandas refuses ``usecols`` with more names than fields.)
+    names = [c if c in wanted else f"\x00column {i}" for i, c in enumerate(fmt.columns, 1)] + [_AFTER_HEADER]
+    keep = [n for n in names if n in wanted]
+    rows = 0
     try:
-        reader = pd.read_csv(
-            path,
-            sep=fmt.delimiter,
-            usecols=lambda c: clean_name(c) in wanted,
-            chunksize=chunksize,
-            skipinitialspace=True,
-            compression=fmt.compression,
-            encoding=fmt.encoding,
-            encoding_errors="replace",
-            low_memory=False,
-        )
-        with reader:
+        with ExitStack() as stack:
+            source: object = path
+            compression = fmt.compression
+            if compression == "zip":  # the one file of the archive, whatever folder entries it has
+                source = stack.enter_context(open_binary(path, compression, fmt.member))
+                compression = None
+            reader = stack.enter_context(pd.read_csv(
+                source,
+                sep=fmt.delimiter,
+                header=None,
+                names=names,
+                dtype={_AFTER_HEADER: str},  # quoted as written in a message
+                index_col=False,
+                skiprows=fmt.skip_lines + 1,
+                chunksize=chunksize,
+                skipinitialspace=True,
+                compression=compression,
+                encoding=fmt.encoding,
+                encoding_errors="replace",
+                low_memory=False,
+            ))
             for chunk in reader:
-                chunk.columns = [clean_name(c) for c in chunk.columns]
-                yield chunk
+                _check_after_header(path, fmt, chunk[_AFTER_HEADER], rows)
+                _check_overflow(path, fmt, chunk[keep], rows)
+                rows += len(chunk)
+                yield chunk[keep]
     except (pd.errors.ParserError, UnicodeError, ValueError, *_DAMAGED) as exc:
         if isinstance(exc, DataError):
             raise
@@ -432,6 +484,19 @@ def read_csv_chunks(path: Path, fmt: CsvFormat, usecols: Iterable[str], chunksiz
             raise _damaged(path, fmt.compression, exc) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: not a well-formed CSV table ({first}); check the delimiter and quoting") from None
+
+
+def _check_after_header(path: Path, fmt: CsvFormat, after: pd.Series, first_row: int) -> None:
+    """Refuse a value in a field after the header's last column (an empty one, after a trailing delimiter, is fine)."""
+    filled = after.notna() & (after.astype(str).str.strip() != "")
+    if filled.any():
+        pos = int(np.flatnonzero(filled.to_numpy())[0])
+        delimiter = "blank" if fmt.delimiter == WHITESPACE else repr(fmt.delimiter)
+        raise DataError(
+            f"{path}: data row {first_row + pos + 1} has one value more than the header's {len(fmt.columns)} columns "
+            f"({str(after.iloc[pos]).strip()!r} after the last {delimiter} delimiter); name that column in the header "
+            "or remove the extra value (an empty field after a trailing delimiter at the end of each row is fine)"
+        )
 
 
 # --------------------------------------------------------------------------- cells as numbers
@@ -451,6 +516,60 @@ _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?(?:[eE][-+]?\d+)?")
 _DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+")
 
 
+def _overflow(path: Path, col: str, text: str, row: int) -> DataError:
+    digits = text.strip()
+    shown = digits if len(digits) <= 20 else f"{digits[:12]}... ({len(digits)} digits)"
+    return DataError(f"{path}: column {col} has a number too large for a float, {shown}, in data row {row}; "
+                     "fix or remove that row (no census figure has that many digits)")
+
+
+def _refuse_overflow(path: Path, col: str, values: pd.Series, first_row: int) -> None:
+    """Raise naming the first cell of ``values`` that is a number too large for a float."""
+    for pos, value in enumerate(values):
+        try:
+            float(value)
+        except OverflowError:
+            raise _overflow(path, col, str(value), first_row + pos + 1) from None
+        except (TypeError, ValueError):
+            continue
+    raise DataError(f"{path}: column {col} has a number too large for a float; fix or remove that row")
+
+
+#: A number written with digits (not "inf"): if pandas read it as infinite, it was too large for a float.
+_FINITE_LITERAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _check_overflow(path: Path, fmt: CsvFormat, chunk: pd.DataFrame, first_row: int) -> None:
+    """Refuse a cell pandas read as infinite although it is written as a number (``1e400``, 400 digits in a
+    column of decimals): too large for a float, not an infinity the data meant. Only such rows are re-read."""
+    infinite = {}
+    for col in chunk.columns:
+        if pd.api.types.is_float_dtype(chunk[col]):
+            found = np.flatnonzero(np.isinf(chunk[col].to_numpy()))
+            if len(found):
+                infinite[col] = set((first_row + found + 1).tolist())
+    if not infinite:
+        return
+    wanted = set().union(*infinite.values())
+    last = max(wanted)
+    with open_text(path, fmt) as fh:
+        for _ in range(fmt.skip_lines + 1):  # the lines before the header, and the header
+            fh.readline()
+        row = 0
+        for line in fh:
+            if not line.strip():
+                continue
+            row += 1
+            if row in wanted:
+                fields = _split(line.rstrip("\r\n"), fmt.delimiter)
+                for col, rows in infinite.items():
+                    i = fmt.columns.index(col)
+                    if row in rows and i < len(fields) and _FINITE_LITERAL.fullmatch(clean_name(fields[i])):
+                        raise _overflow(path, col, clean_name(fields[i]), row)
+            if row >= last:
+                return
+
+
 def to_numeric(path: Path, chunk: pd.DataFrame, first_row: int, delimiter: str = ",") -> pd.DataFrame:
     """Convert every column to float64; raise naming the first cell that is no number (1-based data row).
 
@@ -458,7 +577,8 @@ def to_numeric(path: Path, chunk: pd.DataFrame, first_row: int, delimiter: str =
     as such, except in a ';'-separated file, where ',' is the decimal comma of the same locale.
 
     :param first_row: data rows before this chunk in the file.
-    :raises DataError: a cell is not a number, or is one written with a decimal comma.
+    :raises DataError: a cell is not a number, is one written with a decimal comma, or is an integer
+        too large for a float (hundreds of digits).
     """
     out = {}
     for col in chunk.columns:
@@ -466,7 +586,10 @@ def to_numeric(path: Path, chunk: pd.DataFrame, first_row: int, delimiter: str =
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             out[col] = values.astype("float64")
             continue
-        numeric = pd.to_numeric(values, errors="coerce")
+        try:
+            numeric = pd.to_numeric(values, errors="coerce")
+        except OverflowError:  # pandas keeps an integer too large for int64 as a Python int
+            _refuse_overflow(path, col, values, first_row)
         text = values.astype(str).str.strip()
         bad = numeric.isna() & values.notna() & (text != "")
         if bad.any() and delimiter != ";":

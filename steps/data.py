@@ -70,6 +70,14 @@ NON_NEGATIVE_FEATURES: tuple[str, ...] = ("MedInc", "HouseAge", "AveRooms", "Ave
 #: Largest magnitude accepted for any value: far beyond real data, far below float overflow in the models.
 MAX_ABS_VALUE = 1e15
 
+#: California's bounding box (degrees): coordinates outside it get a warning (the data set is California's districts).
+CALIFORNIA_LATITUDE = (32.0, 42.1)
+CALIFORNIA_LONGITUDE = (-124.5, -114.0)
+#: A median target above this looks like dollars, not units of $100,000 (the data set's median is about 1.8).
+DOLLARS_MEDIAN = 100.0
+#: Share of exact duplicate rows above which training warns (they can land in both train and test).
+DUPLICATE_SHARE = 0.01
+
 #: Rows read per chunk (memory stays close to the size of the result).
 CHUNK_ROWS = 500_000
 #: Files larger than this many bytes get a progress line per chunk read.
@@ -271,22 +279,91 @@ def fetch_sklearn_dataset() -> pd.DataFrame:
     return bunch.frame[list((*FEATURES, TARGET))].astype("float64")
 
 
-def validate_features(X: pd.DataFrame) -> pd.DataFrame:
+def _first_row(mask: pd.Series, rows: Optional[np.ndarray]) -> int:
+    """The 1-based data row of the file of the first True in ``mask`` (``rows``: data row of each position)."""
+    pos = int(np.flatnonzero(mask.to_numpy())[0])
+    return int(rows[pos]) if rows is not None else pos + 1
+
+
+def _check_target_and_coordinates(data: pd.DataFrame, rows: Optional[np.ndarray]) -> None:
+    """Refuse a target <= 0 and coordinates no place on Earth has (NaN values are not checked here)."""
+    if TARGET in data.columns:
+        bad = data[TARGET] <= 0
+        if bad.any():
+            row = _first_row(bad, rows)
+            raise DataError(
+                f"column {TARGET} has {int(bad.sum())} value(s) <= 0 (first {data[TARGET][bad].iloc[0]:g} in data row "
+                f"{row}); median house values are positive, fix or remove those rows"
+            )
+    lat, lon = data["Latitude"], data["Longitude"]
+    bad_lat = lat.abs() > 90
+    if bad_lat.any():
+        row = _first_row(bad_lat, rows)
+        value = lat[bad_lat].iloc[0]
+        swapped = bool(lat[bad_lat].abs().le(180).all() and lon[bad_lat].abs().le(90).all())
+        fix = ("Latitude holds longitudes and Longitude latitudes: swap the two columns (in the StatLib layout "
+               "longitude comes first)" if swapped else "fix or remove those rows")
+        raise DataError(
+            f"column Latitude has {int(bad_lat.sum())} value(s) beyond -90..90 degrees (first {value:g} in data row "
+            f"{row}); {fix}"
+        )
+    bad_lon = lon.abs() > 180
+    if bad_lon.any():
+        row = _first_row(bad_lon, rows)
+        raise DataError(
+            f"column Longitude has {int(bad_lon.sum())} value(s) beyond -180..180 degrees (first "
+            f"{lon[bad_lon].iloc[0]:g} in data row {row}); fix or remove those rows"
+        )
+
+
+def _warn_unusual(data: pd.DataFrame, duplicates: bool) -> None:
+    """Warn (one line each) about accepted data that looks wrong: districts outside California, a
+    target in dollars, and (``duplicates``: to train) more than :data:`DUPLICATE_SHARE` exact duplicate rows."""
+    lat, lon = data["Latitude"], data["Longitude"]
+    outside = int(((lat < CALIFORNIA_LATITUDE[0]) | (lat > CALIFORNIA_LATITUDE[1])
+                   | (lon < CALIFORNIA_LONGITUDE[0]) | (lon > CALIFORNIA_LONGITUDE[1])).sum())
+    if outside:
+        log.warning(
+            "%d row(s) have coordinates outside California (latitude %g to %g, longitude %g to %g); this data set "
+            "is California's districts, check the Latitude and Longitude columns", outside,
+            *CALIFORNIA_LATITUDE, *CALIFORNIA_LONGITUDE,
+        )
+    if TARGET in data.columns and data[TARGET].notna().any():
+        median = float(data[TARGET].median())
+        if median > DOLLARS_MEDIAN:
+            log.warning(
+                "the target %s has median %s: it looks like dollars, not units of $100,000; divide the column by "
+                "100,000, or use the StatLib layout (its median_house_value in dollars is converted)",
+                TARGET, f"{median:,.0f}",
+            )
+    if duplicates and len(data):
+        n_dup = int(data.duplicated().sum())
+        if n_dup > DUPLICATE_SHARE * len(data):
+            log.warning(
+                "%d row(s) (%.1f%%) are exact duplicates of another row; they can land in both the training and "
+                "the test set and inflate the scores, remove them (pandas.DataFrame.drop_duplicates)",
+                n_dup, 100.0 * n_dup / len(data),
+            )
+
+
+def validate_features(X: pd.DataFrame, rows: Optional[np.ndarray] = None) -> pd.DataFrame:
     """Check the values of the 8 features; drop no row (one prediction per row), require no row count.
 
     Rules (the feature rules of :func:`validate_dataset`, which uses this): the 8 :data:`FEATURES`
     present, as float64; infinite values count as missing (each model imputes missing values with
     its training median); values beyond +-:data:`MAX_ABS_VALUE`, negative values of
     :data:`NON_NEGATIVE_FEATURES` and a feature with no value at all are refused. A target column
-    ``MedHouseVal`` in ``X`` is kept and bounded by +-:data:`MAX_ABS_VALUE` like the features.
-    Nothing is logged.
+    ``MedHouseVal`` in ``X`` is kept and bounded by +-:data:`MAX_ABS_VALUE` like the features, and
+    must be > 0. Latitude must lie within +-90 and Longitude within +-180 (a Latitude that looks
+    like a longitude is named as swapped columns). Nothing is logged.
 
     :param X: DataFrame of n rows x the 8 features (and optionally ``MedHouseVal``); other columns
         are left out of the result.
     :returns: DataFrame of the same n rows and index, the 8 features (then ``MedHouseVal`` if
         given), float64, infinite values replaced by NaN.
+    :param rows: the file's 1-based data row of each row of ``X``, for messages (default: position + 1).
     :raises DataError: a feature column is missing or has no value, a value is out of bounds or
-        negative where it cannot be.
+        negative where it cannot be, the target is <= 0, a coordinate is impossible.
     """
     missing = [c for c in FEATURES if c not in X.columns]
     if missing:
@@ -311,6 +388,7 @@ def validate_features(X: pd.DataFrame) -> pd.DataFrame:
             f"feature(s) {', '.join(empty)} have no value in any row (all missing or infinite); "
             "fill in the column, or check the columns it is computed from"
         )
+    _check_target_and_coordinates(data, rows)
     return data
 
 
@@ -333,8 +411,10 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     them); missing feature values are kept and imputed with the training median inside each model,
     with a warning giving their count; a constant feature is kept with a warning; a feature with no
     value at all, values beyond +-:data:`MAX_ABS_VALUE`, negative values of
-    :data:`NON_NEGATIVE_FEATURES` (these through :func:`validate_features`), a constant target and
-    too few rows are refused. Every check that can refuse the data runs before any warning is
+    :data:`NON_NEGATIVE_FEATURES`, a target <= 0, impossible coordinates (these through
+    :func:`validate_features`), a constant target and too few rows are refused. Accepted data that
+    looks wrong gets one warning line each: coordinates outside California, a target that looks like
+    dollars, more than 1% exact duplicate rows. Every check that can refuse the data runs before any warning is
     logged, so a refused data set gives exactly one message.
 
     :param frame: DataFrame of n rows x (features + ``MedHouseVal`` in $100k).
@@ -348,6 +428,7 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     data = frame[list((*FEATURES, TARGET))].astype("float64").replace([np.inf, -np.inf], np.nan)
     bad_target = data[TARGET].isna()
     dropped = int(bad_target.sum())
+    rows = np.flatnonzero(~bad_target.to_numpy()) + 1  # the file's data row of each row kept
     data = data.loc[~bad_target].reset_index(drop=True)
     minimum = MIN_TRAIN_ROWS + MIN_TEST_ROWS
     if len(data) < minimum:
@@ -356,7 +437,7 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
             f"only {len(data)} usable row(s){why}; the pipeline needs at least {minimum} rows "
             f"({MIN_TRAIN_ROWS} to train, {MIN_TEST_ROWS} to test), pass a CSV with more data rows"
         )
-    data = validate_features(data)
+    data = validate_features(data, rows)
     if data[TARGET].nunique() <= 1:
         raise DataError(
             f"the target {TARGET} is constant ({data[TARGET].iloc[0]:g}); there is nothing to learn, "
@@ -368,6 +449,7 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     for col in FEATURES:
         if data[col].nunique(dropna=True) <= 1:
             log.warning("feature %s is constant; it carries no information", col)
+    _warn_unusual(data, duplicates=True)
     return data
 
 
@@ -409,6 +491,7 @@ def read_features(
         with library_warnings(log):
             data = validate_features(frame)
         _warn_missing_features(data)
+        _warn_unusual(data, duplicates=False)
     y = data[TARGET] if TARGET in data.columns else None
     return data[list(FEATURES)], y
 

@@ -214,6 +214,15 @@ DATA_ERRORS = {
     "feature_without_values": Case(lambda d, f: write(f.assign(total_bedrooms=np.nan), d),
                                    expect=(r"feature\(s\) AveBedrms have no value in any row",
                                            r"fill in the column")),
+    # QA findings: a traceback (exit 1) before, and values no district has
+    "number_too_large_for_a_float": Case(lambda d, f: write(changed(f, total_rooms=[(4, str(10**400))]), d),
+                                         expect=(r"column total_rooms has a number too large for a float, "
+                                                 r"100000000000\.\.\. \(401 digits\), in data row 5",
+                                                 r"fix or remove that row")),
+    "swapped_coordinates": Case(lambda d, f: write(f.rename(columns={"latitude": "longitude", "longitude": "latitude"}),
+                                                   d),
+                                expect=(r"column Latitude has 300 value\(s\) beyond -90\.\.90 degrees \(first -122\.23 "
+                                        r"in data row 1\); Latitude holds longitudes and Longitude latitudes: swap",)),
     "test_size_too_small_for_data": Case(args=("--test-size", "0.01"),
                                          expect=(r"test_size 0\.01 of 300 rows leaves 297 train and 3 test rows",
                                                  r"choose a test_size between 0\.0167 and 0\.933")),
@@ -677,6 +686,20 @@ def _zip_of(*members: str):
     return make
 
 
+def _zip_r(macos: bool = False):
+    """``zip -r data.zip data/`` (a folder entry, then the CSV in it); ``macos``: as Finder's Compress makes it,
+    with its ``__MACOSX/`` resource-fork entries."""
+    def make(path: Path, frame: pd.DataFrame, text: str) -> None:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("data/", "")
+            archive.writestr("data/cal_housing.csv", text)
+            if macos:
+                archive.writestr("__MACOSX/", "")
+                archive.writestr("__MACOSX/data/", "")
+                archive.writestr("__MACOSX/data/._cal_housing.csv", b"\x00\x05\x16\x07" + bytes(78))
+    return make
+
+
 def _xlsx(path: Path, frame: pd.DataFrame, text: str) -> None:
     """The package parts every .xlsx has (openpyxl is not installed here to write a full workbook)."""
     with zipfile.ZipFile(path, "w") as archive:
@@ -726,6 +749,14 @@ READABLE = {
                                                                             "archive_name": "cal_housing.csv"}),
     "blank_separated": lambda p, f, t: f.to_csv(p, index=False, sep=" "),
     "saved_with_its_index": lambda p, f, t: f.to_csv(p),  # a blank column name, then 0, 1, 2, ...
+    # QA findings
+    "trailing_delimiter_on_data_rows": _text(lambda t: t.replace("\n", ",\n").replace(",\n", "\n", 1).encode()),
+    "zip_r_of_a_folder": _zip_r(),
+    "zip_by_macos_finder": _zip_r(macos=True),
+    "excel_sep_hint_line": _text(lambda t: ("sep=;\n" + t.replace(",", ";")).encode()),
+    "excel_sep_hint_line_utf8_bom_crlf": _text(lambda t: codecs.BOM_UTF8 + ("sep=;\n" + t.replace(",", ";"))
+                                               .replace("\n", "\r\n").encode()),
+    "blank_lines_before_the_header": _text(lambda t: ("\n\n" + t).encode()),
 }
 
 Q = re.escape

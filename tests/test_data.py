@@ -76,3 +76,130 @@ def test_constant_target_refused(tmp_path, housing):
     frame.to_csv(path, index=False)
     with pytest.raises(DataError, match="constant"):
         load_dataset(str(path))
+
+
+# --------------------------------------------------------------------------- QA findings: files and values read wrong
+
+
+def _statlib(housing_csv) -> pd.DataFrame:
+    raw = pd.read_csv(housing_csv)
+    if "households" not in raw.columns:
+        pytest.skip("these conversions start from the StatLib layout")
+    return raw
+
+
+def test_trailing_delimiter_on_data_rows_reads_the_same_frame(housing_csv, housing, tmp_path, caplog):
+    """``sed '2,$ s/$/,/'``: 9 names in the header, 10 fields per row (the last empty). pandas would take
+    the first field for a row index and shift every column by one; the frame must be the original."""
+    lines = housing_csv.read_text().splitlines()
+    path = tmp_path / "trailing.csv"
+    path.write_text("\n".join([lines[0], *(line + "," for line in lines[1:])]) + "\n")
+    with caplog.at_level("WARNING"):
+        data = load_dataset(str(path))
+    pd.testing.assert_frame_equal(data, housing, check_exact=True)
+    assert caplog.text == ""
+
+
+def test_trailing_delimiter_with_an_extra_column_is_not_shifted(housing_csv, housing, tmp_path, caplog):
+    """The QA case that trained on shifted columns: an extra numeric column, and ',' ending each data row."""
+    text = _statlib(housing_csv).assign(extra=7.0).to_csv(index=False, lineterminator="\n")
+    path = tmp_path / "trailing_extra.csv"
+    path.write_text(text.replace("\n", ",\n").replace(",\n", "\n", 1))  # every line but the header
+    with caplog.at_level("WARNING"):
+        data = load_dataset(str(path))
+    pd.testing.assert_frame_equal(data, housing, check_exact=False, rtol=1e-12)
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: ignoring unknown column(s) extra"]
+
+
+def test_a_value_after_the_headers_last_column_is_refused(housing_csv, tmp_path):
+    lines = housing_csv.read_text().splitlines()
+    lines[3] += ",7"  # data row 3 has a 10th value the header does not name
+    path = tmp_path / "extra_value.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(str(path))
+    assert str(info.value) == (
+        f"{path}: data row 3 has one value more than the header's 9 columns ('7' after the last ',' delimiter); "
+        "name that column in the header or remove the extra value (an empty field after a trailing delimiter at "
+        "the end of each row is fine)")
+
+
+def test_a_number_too_large_for_a_float_names_its_cell(housing_csv, tmp_path):
+    frame = _statlib(housing_csv).astype(object)
+    frame.loc[4, "total_rooms"] = 10**400 - 1  # 400 nines
+    path = tmp_path / "overflow.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        load_dataset(str(path))
+    assert str(info.value) == (
+        f"{path}: column total_rooms has a number too large for a float, 999999999999... (400 digits), in data "
+        "row 5; fix or remove that row (no census figure has that many digits)")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.assign(median_house_value=f["median_house_value"].where(f.index != 99, 0.0)),
+     "column MedHouseVal has 1 value(s) <= 0 (first 0 in data row 100); median house values are positive, fix or "
+     "remove those rows"),
+    (lambda f: f.assign(median_house_value=f["median_house_value"].where(f.index > 9, -1.0).where(f.index > 0)),
+     # row 1 has no target (dropped): the first negative one is still named by its row of the file
+     "column MedHouseVal has 9 value(s) <= 0 (first -1e-05 in data row 2); median house values are positive, fix "
+     "or remove those rows"),
+    (lambda f: f.rename(columns={"latitude": "longitude", "longitude": "latitude"}),
+     "column Latitude has 20640 value(s) beyond -90..90 degrees (first -122.23 in data row 1); Latitude holds "
+     "longitudes and Longitude latitudes: swap the two columns (in the StatLib layout longitude comes first)"),
+    (lambda f: f.assign(latitude=f["latitude"].where(f.index != 6, 378.8)),
+     "column Latitude has 1 value(s) beyond -90..90 degrees (first 378.8 in data row 7); fix or remove those rows"),
+    (lambda f: f.assign(longitude=f["longitude"].where(f.index != 4, -1222.5)),
+     "column Longitude has 1 value(s) beyond -180..180 degrees (first -1222.5 in data row 5); fix or remove those "
+     "rows"),
+], ids=["zero_target", "negative_target_after_a_dropped_row", "swapped_coordinates", "latitude_beyond_90",
+        "longitude_beyond_180"])
+def test_impossible_values_are_refused(housing_csv, tmp_path, caplog, change, message):
+    path = tmp_path / "data.csv"
+    change(_statlib(housing_csv)).to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        load_dataset(str(path))
+    assert str(info.value) == message
+    assert caplog.text == ""  # refused: no warning before the error
+
+
+OUTSIDE = ("1 row(s) have coordinates outside California (latitude 32 to 42.1, longitude -124.5 to -114); this data "
+           "set is California's districts, check the Latitude and Longitude columns")
+DOLLARS = ("the target MedHouseVal has median 179,700: it looks like dollars, not units of $100,000; divide the "
+           "column by 100,000, or use the StatLib layout (its median_house_value in dollars is converted)")
+DUPLICATES = ("300 row(s) (1.4%) are exact duplicates of another row; they can land in both the training and the test "
+              "set and inflate the scores, remove them (pandas.DataFrame.drop_duplicates)")
+
+
+@pytest.mark.parametrize("change, warnings", [
+    (lambda f, h: f, []),
+    (lambda f, h: f.assign(latitude=f["latitude"].where(f.index != 0, 45.5)), [OUTSIDE]),
+    (lambda f, h: h.assign(MedHouseVal=h["MedHouseVal"] * 100_000), [DOLLARS]),
+    (lambda f, h: pd.concat([f, f.head(300)]), [DUPLICATES]),
+    (lambda f, h: pd.concat([f, f.head(200)]), []),  # 200 of 20,840 rows: under 1%
+], ids=["shipped_data", "outside_california", "target_in_dollars", "duplicates", "few_duplicates"])
+def test_suspicious_values_warn_in_one_line(housing_csv, housing, tmp_path, caplog, change, warnings):
+    path = tmp_path / "data.csv"
+    change(_statlib(housing_csv), housing).to_csv(path, index=False)
+    with caplog.at_level("WARNING"):
+        load_dataset(str(path))
+    assert [r.getMessage() for r in caplog.records] == warnings
+
+
+def test_a_number_too_large_in_a_column_of_decimals_is_not_taken_for_infinity(housing_csv, tmp_path):
+    """In a column of decimals pandas reads '1e400' (or 400 digits) as inf, which would be imputed as missing;
+    written as a number it is refused, while a written 'inf' stays an infinity (imputed, with its warning)."""
+    frame = _statlib(housing_csv)
+    frame["median_income"] = frame["median_income"].astype(object)
+    frame.loc[7, "median_income"] = "inf"
+    frame.loc[9, "median_income"] = "1e400"
+    path = tmp_path / "overflow.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        load_dataset(str(path))
+    assert str(info.value) == (f"{path}: column median_income has a number too large for a float, 1e400, in data row "
+                               "10; fix or remove that row (no census figure has that many digits)")
+    frame.loc[9, "median_income"] = "inf"
+    frame.to_csv(path, index=False)
+    data = load_dataset(str(path))
+    assert data["MedInc"].isna().sum() == 2

@@ -199,9 +199,20 @@ def test_bad_output_paths_in_one_line(run_dir, test_csv, tmp_path):
     (b"MedInc;HouseAge;AveRooms;AveBedrms;Population;AveOccup;Latitude;Longitude\n8,3;41;7;1;322;2,6;37,9;-122\n",
      r"column MedInc has '8,3' in data row 1, a number with a decimal comma"),
     (b"PK\x03\x04" + bytes(64), r"is a damaged zip archive"),
+    (b",".join(c.encode() for c in FEATURES) + b"\n8.3,41,7,1," + b"9" * 400 + b",2.6,37.9,-122\n",
+     r"column Population has a number too large for a float, 999999999999\.\.\. \(400 digits\), in data row 1; fix "
+     r"or remove that row"),
+    (b",".join(c.encode() for c in FEATURES) + b"\n8.3,41,7,1,322,2.6,37.9,-122\n8.3,41,7,1,322,2.6,37.9,-122,5\n",
+     r"data row 2 has one value more than the header's 8 columns \('5' after the last ',' delimiter\)"),
+    (b",".join(c.encode() for c in (*FEATURES, TARGET)) + b"\n8.3,41,7,1,322,2.6,37.9,-122,-4.5\n",
+     r"^column MedHouseVal has 1 value\(s\) <= 0 \(first -4\.5 in data row 1\); median house values are positive"),
+    (b",".join(c.encode() for c in FEATURES) + b"\n8.3,41,7,1,322,2.6,-122,37.9\n",
+     r"^column Latitude has 1 value\(s\) beyond -90\.\.90 degrees \(first -122 in data row 1\); Latitude holds "
+     r"longitudes and Longitude latitudes: swap the two columns"),
 ], ids=["missing_file", "binary_file", "missing_feature_column", "header_only", "non_numeric_value",
         "negative_feature", "negative_count", "no_header_row", "target_beyond_bounds", "feature_without_values",
-        "decimal_comma", "damaged_zip"])
+        "decimal_comma", "damaged_zip", "number_too_large_for_a_float", "value_after_the_header",
+        "target_not_positive", "swapped_coordinates"])
 def test_bad_csv_in_one_line_and_no_output(content, message, run_dir, tmp_path):
     data = tmp_path / "data.csv"
     if content is not None:
@@ -282,11 +293,13 @@ def _thousands(frame: pd.DataFrame) -> str:
     return out.to_csv(index=False, lineterminator="\n")
 
 
-def _zip_of_one(path: Path, text: str) -> None:
+def _zip_of_one(path: Path, text: str, folder: str = "") -> None:
     import zipfile
 
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("cal_housing.csv", text)
+        if folder:  # zip -r: the folder's own entry first
+            archive.writestr(folder, "")
+        archive.writestr(folder + "cal_housing.csv", text)
 
 
 #: Each a file of StatLib's columns (with or without the target), written as people have them.
@@ -303,6 +316,10 @@ FORMATS = {
     "thousands_separators": lambda p, f: p.write_text(_thousands(f)),
     "blank_separated": lambda p, f: p.write_text(_text(f, " ")),
     "saved_with_its_index": lambda p, f: f.to_csv(p),
+    # QA findings: ',' ending each data row (not the header), zip -r of a folder, Excel's "sep=;" line
+    "trailing_delimiter_on_data_rows": lambda p, f: p.write_text(_text(f).replace("\n", ",\n").replace(",\n", "\n", 1)),
+    "zip_r_of_a_folder": lambda p, f: _zip_of_one(p, _text(f), folder="data/"),
+    "excel_sep_hint_line": lambda p, f: p.write_text("sep=;\n" + _text(f, ";")),
 }
 
 
@@ -376,6 +393,8 @@ def test_command_line_one_line_errors_and_exit_codes(run_dir, housing, tmp_path)
     housing.head(50)[list(FEATURES)].to_csv(features, index=False)
     existing = tmp_path / "old.csv"
     existing.write_text("keep me\n")
+    huge = tmp_path / "huge.csv"
+    huge.write_text(",".join(FEATURES) + "\n" + "9" * 400 + ",41,7,1,322,2.6,37.9,-122\n")
 
     def predict(*args):
         return subprocess.run([sys.executable, str(script), "predict", *map(str, args)], capture_output=True,
@@ -392,9 +411,12 @@ def test_command_line_one_line_errors_and_exit_codes(run_dir, housing, tmp_path)
         (("--run", run_dir, "--data", features, "--output", existing), f"error: --output {existing} already exists; "),
         (("--run", run_dir, "--data", tmp_path / "none.csv", "--output", tmp_path / "c.csv"),
          "error: data file not found: "),
+        (("--run", run_dir, "--data", huge, "--output", tmp_path / "d.csv"),  # a traceback before
+         f"error: {huge}: column MedInc has a number too large for a float, 999999999999... (400 digits), in data "
+         "row 1; fix or remove that row"),
     ]:
         result = predict(*args)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
     assert existing.read_text() == "keep me\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.csv", "old.csv", "pred.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.csv", "huge.csv", "old.csv", "pred.csv"]
