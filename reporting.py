@@ -178,4 +178,6 @@ def register_models(task, metrics: pd.DataFrame, paths: Mapping[str, Path]) -> N
         )
         for key, value in scores.items():
             model.set_metadata(key, f"{value:.6f}", v_type="float")
-        model.update_weights(weights_filename=str(weights), upload_uri=destination, auto_delete_file=False)
+        # synchronously: the file sits in the staging folder, which is moved into place right after
+        model.update_weights(weights_filename=str(weights), upload_uri=destination, auto_delete_file=False,
+                             async_enable=False)
