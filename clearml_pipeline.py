@@ -270,6 +270,7 @@ def tabular_regression_pipeline(
     controller.connect(args, name="Args")
     runtime.prepare_controller(controller, STARTUP)  # may hand this controller to an agent and exit
     p = PipelineParameters.from_mapping(args).validate()  # UI-edited values may come back as strings
+    runtime.check_rerun_models(STARTUP, p)
 
     if p.dataset_id:  # a UI re-run may name any id: checked here, before any step
         from data_versions import check_dataset, describe
@@ -296,7 +297,10 @@ def run(startup: cli.Startup) -> int:
     options, params = startup.options, startup.params
     if startup.command == "agent-controller":  # Args come from the task, as edited in the web UI
         runtime.poll_steps_every(1.0)
-        return runtime.run_guarded(tabular_regression_pipeline, {}, None, STEP_NAMES)
+        code = runtime.run_guarded(tabular_regression_pipeline, {}, None, STEP_NAMES)
+        # The run's status is recorded (failed, with the one-line reason the web UI shows); a non-zero
+        # exit would make the agent overwrite that reason with "worker execution exit code N".
+        return cli.EXIT_OK if code != cli.EXIT_INTERRUPTED else code
     if options.mode == "offline":
         runtime.start_offline_controller(PROJECT, PIPELINE_NAME)
         PipelineDecorator.debug_pipeline()

@@ -471,6 +471,31 @@ def prepare_controller(task, startup) -> None:
         task.execute_remotely(queue_name=options.controller_queue, exit_process=True)
 
 
+def check_rerun_models(startup, params) -> None:
+    """A re-run from the web UI trains the models of the run it was cloned from, no others.
+
+    The clone's controller rebuilds the DAG stored by the first run, which holds only the training
+    steps that run called; a step it does not hold cannot be launched (clearml 2.1.12 fails with a
+    ``KeyError`` after ``load`` and ``split`` have run). So an edited ``models`` is checked here,
+    before any step, and refused in one line (the run's status reason).
+
+    :raises steps.params.ParameterError: ``models`` names other models than the stored DAG's.
+    """
+    from clearml import PipelineDecorator
+
+    from steps.params import ParameterError
+
+    pipeline = PipelineDecorator._singleton
+    if startup.command != "agent-controller" or pipeline is None:
+        return
+    stored = sorted(name[len("train_"):] for name in pipeline._nodes if name.startswith("train_"))
+    if stored and sorted(params.model_list()) != stored:
+        raise ParameterError(
+            f"models = {params.models!r}: a re-run trains the models of the run it was cloned from "
+            f"({','.join(stored)}); to train others, launch a new run: python clearml_pipeline.py "
+            f"--models {params.models}")
+
+
 def run_guarded(pipeline: Callable, kwargs: dict, output_dir: Optional[Path], step_names: tuple[str, ...]) -> int:
     """Call the pipeline function; print its results, or its failure in one line; return the exit code.
 
