@@ -252,12 +252,16 @@ def test_rerun_with_edited_parameters_reuses_data_steps(agents, request, source)
 
 def test_rerun_with_an_out_of_range_value_fails_with_a_one_line_reason(agents, local_run):
     run, _ = local_run
-    clone = agents.api.rerun(run, {"poly_degree": "9"})
-    task = agents.api.wait(clone, timeout=300)
-    assert task["status"] == "failed"
-    reason = task.get("status_reason") or ""
-    assert "poly_degree = 9 is out of range: allowed 1 to 4" in reason and "\n" not in reason, reason
-    assert not agents.api.step_tasks(clone).get("train_polynomial")
+    for edits, expected in (({"poly_degree": "9"}, "poly_degree = 9 is out of range: allowed 1 to 4"),
+                            ({"models": "linear"}, "a re-run trains the models of the run it was cloned from")):
+        clone = agents.api.rerun(run, edits)
+        agents.api.wait(clone, timeout=300)
+        time.sleep(10)  # the agent has finished with the task: the reason is still the run's own
+        task = agents.api.task(clone)
+        assert task["status"] == "failed"
+        reason = task.get("status_reason") or ""
+        assert expected in reason and "\n" not in reason, reason
+        assert not agents.api.step_tasks(clone).get("train_polynomial")  # refused before any training
 
 
 # --- caching ------------------------------------------------------------------------------------------
