@@ -89,14 +89,16 @@ def new_run_dir(root: str | os.PathLike = "runs") -> Path:
     return Path(root) / f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def output_dir_for_step(output_dir: str | os.PathLike, fallback_root: str | os.PathLike = "runs") -> Path:
+def output_dir_for_step(output_dir: str | os.PathLike,
+                        fallback_root: str | os.PathLike = "~/clearml-tabular-regression/runs") -> Path:
     """The folder a step writes the run's files to: ``output_dir``, or a fresh one if a new run cannot use it.
 
     For a step that runs where nothing was claimed for it: on a ClearML agent (``--mode remote``,
     or a run re-run from the web UI, whose ``output_dir`` still names the first run's folder).
     When ``output_dir`` already holds results, is in use, or cannot be created on this machine, the
-    files go to a new folder ``<fallback_root>/<UTC time>-<random>`` instead, with a warning (the
-    run's artifacts in ClearML hold the same files either way). Where this run claimed
+    files go to a new folder ``<fallback_root>/<UTC time>-<random>`` instead (in the home folder: an
+    agent deletes its checkout before its next task), with a warning; the run's artifacts in ClearML
+    hold ``metrics.csv`` and the figures either way. Where this run claimed
     ``output_dir`` (:func:`claim_output_dir`), it is returned as it is.
 
     :returns: the absolute folder to write to.
@@ -106,8 +108,10 @@ def output_dir_for_step(output_dir: str | os.PathLike, fallback_root: str | os.P
     try:
         return check_output_dir(output_dir)
     except OutputError as exc:
-        fresh = _absolute(new_run_dir(fallback_root))
-        logging.getLogger("steps.outputs").warning(f"{exc}; writing this run's files to {fresh} instead")
+        fresh = _absolute(new_run_dir(Path(fallback_root).expanduser()))
+        logging.getLogger("steps.outputs").warning(
+            f"{exc.args[0].split(';')[0]}; this run's files go to {fresh} on this machine instead "
+            "(metrics.csv and the figures are also the run's artifacts in the web UI)")
         return fresh
 
 
