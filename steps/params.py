@@ -62,7 +62,7 @@ class PipelineParameters:
         16, "k nearest training districts (by latitude/longitude) whose targets become features of the "
         "polynomial and XGBoost models, 0 to 1000; 0 turns these neighbour features off")
     rf_n_estimators: int = _p(200, "random forest trees, >= 1")
-    n_jobs: int = _p(-1, "CPU threads for XGBoost and the random forest, -1 = all cores")
+    n_jobs: int = _p(-1, "CPU threads for XGBoost and the random forest, -1 = all cores, else 1 to 1024")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> PipelineParameters:
@@ -130,7 +130,7 @@ class PipelineParameters:
               "empty, or a ClearML dataset id: 32 hexadecimal digits (printed by register-data)")
         check(0 <= self.spatial_neighbors <= 1000, "spatial_neighbors", "0 (off) to 1000, e.g. 16")
         check(1 <= self.rf_n_estimators <= 10_000, "rf_n_estimators", "1 to 10000")
-        check(self.n_jobs == -1 or self.n_jobs >= 1, "n_jobs", "-1 (all cores) or >= 1")
+        check(self.n_jobs == -1 or 1 <= self.n_jobs <= 1024, "n_jobs", "-1 (all cores) or 1 to 1024")
         for f in dataclasses.fields(self):  # inf passes some ranges above (e.g. > 0), never a model
             value = getattr(self, f.name)
             if f.type == "float" and not math.isfinite(value):

@@ -31,7 +31,8 @@ def test_defaults_are_valid():
         ({"models": "polynomial,svm"}, "polynomial,xgboost,linear,random_forest"),
         ({"models": ""}, "polynomial,xgboost,linear,random_forest"),
         ({"xgb_device": "tpu"}, "cpu, cuda or cuda:<n>"),
-        ({"n_jobs": 0}, "-1 (all cores) or >= 1"),
+        ({"n_jobs": 0}, "-1 (all cores) or 1 to 1024"),
+        ({"n_jobs": 100000}, "-1 (all cores) or 1 to 1024"),
     ],
 )
 def test_out_of_range_values_name_the_allowed_range(change, allowed):
