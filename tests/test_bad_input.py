@@ -990,10 +990,6 @@ def test_output_folder_under_proc_is_refused_before_anything_runs():
         check_output_dir("/proc/foo")
 
 
-CLI_CLAIMS = "claim_output_dir" in (ROOT / "clearml_pipeline.py").read_text()
-
-
-@pytest.mark.skipif(not CLI_CLAIMS, reason="clearml_pipeline.py does not call steps.outputs.claim_output_dir yet")
 def test_two_runs_into_the_same_new_folder_the_second_is_refused_before_any_step(raw, tmp_path):
     import time
 
