@@ -479,7 +479,7 @@ def check_rerun_models(startup, params) -> None:
     ``KeyError`` after ``load`` and ``split`` have run). So an edited ``models`` is checked here,
     before any step, and refused in one line (the run's status reason).
 
-    :raises steps.params.ParameterError: ``models`` names other models than the stored DAG's.
+    :raises steps.params.ParameterError: ``models`` names a model whose step the stored DAG lacks.
     """
     from clearml import PipelineDecorator
 
@@ -489,7 +489,7 @@ def check_rerun_models(startup, params) -> None:
     if startup.command != "agent-controller" or pipeline is None:
         return
     stored = sorted(name[len("train_"):] for name in pipeline._nodes if name.startswith("train_"))
-    if stored and sorted(params.model_list()) != stored:
+    if stored and not set(params.model_list()) <= set(stored):
         raise ParameterError(
             f"models = {params.models!r}: a re-run trains the models of the run it was cloned from "
             f"({','.join(stored)}); to train others, launch a new run: python clearml_pipeline.py "

@@ -103,10 +103,8 @@ def output_dir_for_step(output_dir: str | os.PathLike,
 
     :returns: the absolute folder to write to.
     """
-    if os.environ.get(CLAIM_ENV):
-        return _absolute(output_dir)
     try:
-        return check_output_dir(output_dir)
+        return check_output_dir(output_dir)  # a folder claimed by this run passes
     except OutputError as exc:
         fresh = _absolute(new_run_dir(Path(fallback_root).expanduser()))
         logging.getLogger("steps.outputs").warning(

@@ -111,12 +111,15 @@ class Server:
     def agent(self, queue: str) -> None:
         """An agent on ``queue`` (started once), running tasks with this Python (nothing installed)."""
         if queue not in self.agents:
+            # an agent's tasks must not inherit this test process's output-folder claims (steps.outputs)
+            env = {k: v for k, v in os.environ.items() if k != "STEPS_OUTPUT_CLAIM"}
             subprocess.run([str(HARNESS / "bin" / "agent"), str(self.state), queue, "--python", sys.executable],
-                           check=True, capture_output=True, text=True, timeout=120)
+                           check=True, capture_output=True, text=True, timeout=120, env=env)
             self.agents.add(queue)
 
     def client_env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, **self.env, **extra}
+        base = {k: v for k, v in os.environ.items() if k != "STEPS_OUTPUT_CLAIM"}
+        return {**base, **self.env, **extra}
 
     def apiserver_5xx(self) -> list[str]:
         log = self.state / "logs" / "apiserver.log"
