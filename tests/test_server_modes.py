@@ -292,13 +292,20 @@ def test_every_flag_the_readme_documents_exists():
     assert documented <= known, documented - known
 
 
-def test_import_offline_needs_a_server_and_says_so():
-    zip_path = Path(__file__)  # any existing file: the server check comes first
+def test_import_offline_needs_a_server_and_says_so(tmp_path):
+    import zipfile
+
+    zip_path = tmp_path / "offline-x.zip"  # a zip: then the server check comes first
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        archive.writestr("task.json", "{}")
     result = cli("import-offline", str(zip_path), timeout=60)
     assert result.returncode == 1 and result.stderr.startswith("error: no ClearML server is configured")
     missing = cli("import-offline", "/nonexistent/offline-x.zip", timeout=60)
     assert missing.returncode == 2 and "offline session not found" in missing.stderr
-    assert "Traceback" not in result.stderr + missing.stderr
+    not_zip = cli("import-offline", str(Path(__file__)), timeout=60)
+    assert not_zip.returncode == 2 and not_zip.stderr.strip().endswith(
+        "is not a zip file, so not an offline session; pass the .zip printed by an offline run (or its folder)")
+    assert "Traceback" not in result.stderr + missing.stderr + not_zip.stderr
 
 
 def test_artifacts_between_steps_are_exact_and_binary(remote_code, split42):
