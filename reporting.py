@@ -30,46 +30,27 @@ def result_files(model_kinds: tuple[str, ...]) -> list[str]:
             "model_comparison.png"]
 
 
-def _booster_of(model):
-    """The fitted ``XGBRegressor`` inside ``model`` (a Pipeline, possibly a target-transforming wrapper)."""
-    seen = 0
-    while not hasattr(model, "evals_result") and seen < 10:
-        seen += 1
-        if hasattr(model, "steps"):
-            model = model.steps[-1][1]
-        elif hasattr(model, "regressor_"):
-            model = model.regressor_
-        elif hasattr(model, "estimator_"):
-            model = model.estimator_
-        else:
-            return None
-    return model
-
-
 def report_training_curve(model, title: str, series: str) -> None:
-    """Report XGBoost's validation RMSE per boosting round (early stopping's curve) as one line plot.
+    """Report XGBoost's validation RMSE per boosting round (early stopping's curve) as one line plot,
+    and the rounds kept as a single value (the curve: :func:`steps.plots.xgboost_curve`).
 
-    :param model: the fitted XGBoost estimator or a pipeline ending in one.
+    :param model: the fitted XGBoost pipeline or estimator; without an evaluation set nothing is reported.
     """
     from clearml import Logger
 
-    booster = _booster_of(model)
-    try:
-        history = booster.evals_result() if booster is not None else {}
-    except Exception:  # fitted without an evaluation set (early stopping off)
-        history = {}
-    for values in history.values():
-        for metric, curve in values.items():
-            rounds = np.arange(1, len(curve) + 1)
-            Logger.current_logger().report_scatter2d(
-                title=title, series=series, iteration=0, mode="lines",
-                scatter=np.column_stack([rounds, np.asarray(curve, dtype=float)]),
-                xaxis="boosting round", yaxis=f"validation {metric.upper()} ($100k)",
-            )
-            best = getattr(booster, "best_iteration", None)
-            if best is not None:
-                Logger.current_logger().report_single_value("xgboost/rounds kept", int(best) + 1)
+    from steps.plots import xgboost_curve
+
+    rmse, best = xgboost_curve(model)
+    if not rmse.size:
         return
+    logger = Logger.current_logger()
+    logger.report_scatter2d(
+        title=title, series=series, iteration=0, mode="lines",
+        scatter=np.column_stack([np.arange(1, rmse.size + 1), rmse]),
+        xaxis="boosting round", yaxis="validation RMSE ($100k)",
+    )
+    if best is not None:
+        logger.report_single_value("xgboost/rounds kept", int(best) + 1)
 
 
 def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.ndarray],
