@@ -1,14 +1,19 @@
-"""The two kinds of bad input the steps refuse, each a :class:`ValueError` with a one-line message.
+"""Bad input: :class:`BadInput` and its kinds, each with a one-line message naming the problem and the fix.
 
-The command line prints ``error: <message>`` and exits with code 2 for either.
+The command line prints ``error: <message>`` and exits with code 2 for any :class:`BadInput`
+(``cli/errors.py``); every other exception is a failure (exit 1), never taken for bad input.
 """
 
 from __future__ import annotations
 
 
-class DataError(ValueError):
+class BadInput(ValueError):
+    """Input the user gave (a flag, a parameter edited in the web UI, a file, a folder) cannot be used."""
+
+
+class DataError(BadInput):
     """The input data cannot be used; the message names the problem and the fix."""
 
 
-class OutputError(ValueError):
+class OutputError(BadInput):
     """The output folder cannot be used; the message names the fix."""
