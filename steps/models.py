@@ -34,7 +34,7 @@ from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures, Stand
 from sklearn.utils.validation import check_is_fitted
 
 from steps.params import DEFAULTS as P
-from steps.params import MODEL_KINDS, PipelineParameters
+from steps.params import MODEL_KINDS, PipelineParameters, estimator_keywords
 
 #: Heavy-tailed features (incomes, per-household ratios, head counts): log1p before the polynomial.
 SKEWED_FEATURES: tuple[str, ...] = ("MedInc", "AveRooms", "AveBedrms", "Population", "AveOccup")
@@ -433,35 +433,20 @@ def fit_xgboost(
     return model.fit(X_fit, y_fit, xgboost__eval_set=[(X_val, y_val)], xgboost__verbose=False)
 
 
-#: Builder keyword -> :class:`~steps.params.PipelineParameters` field, per model kind: the one
-#: mapping from the pipeline's parameters to the estimators (used by the pipeline, the plain
-#: script and the benchmark through :func:`model_arguments` / :func:`train_model`).
-MODEL_ARGUMENTS: dict[str, dict[str, str]] = {
-    "polynomial": {"degree": "poly_degree", "alpha": "poly_alpha", "clip_quantile": "poly_clip_quantile",
-                   "neighbors": "spatial_neighbors"},
-    "xgboost": {"n_estimators": "xgb_n_estimators", "max_depth": "xgb_max_depth",
-                "learning_rate": "xgb_learning_rate", "subsample": "xgb_subsample",
-                "colsample_bytree": "xgb_colsample_bytree", "min_child_weight": "xgb_min_child_weight",
-                "early_stopping_rounds": "xgb_early_stopping_rounds", "device": "xgb_device", "n_jobs": "n_jobs",
-                "random_state": "random_state", "neighbors": "spatial_neighbors"},
-    "linear": {},
-    "random_forest": {"n_estimators": "rf_n_estimators", "n_jobs": "n_jobs", "random_state": "random_state"},
-}
-
-#: The builder of each model kind (:data:`~steps.params.MODEL_KINDS`).
+#: The builder of each model kind (:data:`~steps.params.MODEL_KINDS`); which
+#: :class:`~steps.params.PipelineParameters` field feeds which builder keyword is declared with
+#: each field (:func:`steps.params.estimator_keywords`).
 BUILDERS = {"polynomial": build_polynomial, "xgboost": build_xgboost, "linear": build_linear,
             "random_forest": build_random_forest}
 
-assert set(MODEL_ARGUMENTS) == set(BUILDERS) == set(MODEL_KINDS), "every model kind needs a builder and its arguments"
-
 
 def _check_kind(kind: str) -> None:
-    if kind not in MODEL_ARGUMENTS:
+    if kind not in BUILDERS:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
 
 
 def model_arguments(kind: str, params: PipelineParameters = P) -> dict:
-    """The builder keyword arguments of model ``kind`` taken from ``params`` (see :data:`MODEL_ARGUMENTS`).
+    """The builder keyword arguments of model ``kind`` taken from ``params`` (see :func:`~steps.params.estimator_keywords`).
 
     :param kind: one of :data:`~steps.params.MODEL_KINDS`.
     :param params: the pipeline parameters (default: their defaults).
@@ -469,7 +454,7 @@ def model_arguments(kind: str, params: PipelineParameters = P) -> dict:
     :raises ValueError: an unknown ``kind``.
     """
     _check_kind(kind)
-    return {keyword: getattr(params, field) for keyword, field in MODEL_ARGUMENTS[kind].items()}
+    return {keyword: getattr(params, name) for keyword, name in estimator_keywords(kind).items()}
 
 
 def train_model(kind: str, X_train: pd.DataFrame, y_train, **kwargs):
