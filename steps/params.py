@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from steps.errors import BadInput
+
 #: The data set shipped with the project (data/README.md): the default of --data, an absolute path.
 SHIPPED_DATA = str(Path(__file__).resolve().parent.parent / "data" / "cal_housing.csv")
 #: The --data value that downloads the data set through scikit-learn instead.
@@ -34,7 +36,7 @@ PYTHON_TYPES: dict[str, type] = {"str": str, "int": int, "float": float}
 SEARCH_SCALES: tuple[str, ...] = ("linear", "log")
 
 
-class ParameterError(ValueError):
+class ParameterError(BadInput):
     """A pipeline parameter is out of its allowed range, or not of its type; the one-line message names the range."""
 
 

@@ -1,6 +1,8 @@
 """Figures of a run: predicted vs actual, error distribution per model, model comparison.
 
-Each function returns a :class:`matplotlib.figure.Figure` (Agg backend, no screen needed);
+Each function returns a :class:`matplotlib.figure.Figure` made directly, without pyplot: no
+backend is chosen or needed (``savefig`` renders PNG with Agg), importing this module sets nothing,
+and the figures are not in pyplot's list (``plt.close`` is not needed, and harmless);
 the caller saves it as PNG and/or reports it. Nothing here knows about ClearML, but the titles,
 axis labels and ranges that a ClearML report needs to look like the PNGs are defined here
 (:func:`figure_title`, :data:`PREDICTION_AXES`, :data:`ERROR_AXES`, :func:`error_count_limit`,
@@ -14,13 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Optional
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 #: Figures are at most this many points per model (a fixed random sample) to stay light.
 MAX_POINTS = 5000
@@ -97,7 +96,8 @@ def prediction_plot(y_test, predictions: Mapping[str, np.ndarray]) -> Figure:
     capped = at_cap(y)
     margin = 0.1 * (y.max() - y.min()) or 0.5  # a constant target still gets a visible range
     lo, hi = y.min() - margin, y.max() + margin
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 5.0), squeeze=False, sharey=True)
+    fig = Figure(figsize=(4.5 * len(names), 5.0))
+    axes = fig.subplots(1, len(names), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names, strict=True):
         pred = np.asarray(predictions[name], dtype=float)
         ax.scatter(y[idx], pred[idx], s=4, alpha=0.3, color="tab:blue", label="district", zorder=2)
@@ -158,7 +158,8 @@ def error_distribution_plot(name: str, y_test, prediction: np.ndarray, ymax: Opt
     y = np.asarray(y_test, dtype=float)
     prediction = np.asarray(prediction, dtype=float)
     counts, edges = error_histogram(y, prediction)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8, label=f"all {len(y):,} test districts")
     capped = at_cap(y)
     if capped.any():
@@ -193,11 +194,12 @@ def model_comparison_plot(metrics: pd.DataFrame) -> Figure:
 
     :param metrics: the table of :func:`steps.evaluation.metrics_table`.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    fig = Figure(figsize=(12, 4.2))
+    axes = fig.subplots(1, 3)
     panels = (("r2", "$R^2$ (higher is better)"), ("rmse", "RMSE, $100k (lower is better)"),
               ("mae", "MAE, $100k (lower is better)"))
     for ax, (column, label) in zip(axes, panels, strict=True):
-        bars = ax.bar(metrics["model"], metrics[column], color=plt.cm.tab10.colors[: len(metrics)])
+        bars = ax.bar(metrics["model"], metrics[column], color=colormaps["tab10"].colors[: len(metrics)])
         ax.bar_label(bars, fmt="%.3f", padding=2)
         ax.margins(y=0.15)  # room for the labels above the bars
         ax.set_title(label, fontsize=10)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from steps.data import TARGET, read_features
-from steps.errors import DataError  # noqa: F401  (raised by read_features_csv; importable from here)
+from steps.errors import BadInput, DataError  # noqa: F401  (DataError: raised by read_features; importable from here)
 from steps.evaluation import regression_metrics
 from steps.params import MODEL_KINDS
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 PREDICT_METRIC_COLUMNS: tuple[str, ...] = ("model", "r2", "rmse", "mae", "n_rows")
 
 
-class PredictError(ValueError):
+class PredictError(BadInput):
     """The run folder, the model name or the output file cannot be used; the message names the fix."""
 
 

@@ -216,7 +216,6 @@ def test_model_arguments_map_every_builder_keyword_to_a_parameter():
     import inspect
 
     from steps.models import BUILDERS
-
     from steps.params import estimator_keywords
 
     fields = set(PipelineParameters.__dataclass_fields__)
