@@ -345,6 +345,26 @@ def sniff_csv(path: Path, expected_columns: Iterable[str] = ()) -> CsvFormat:
         what the file is and how to convert it to CSV.
     """
     path = Path(path)
+    raw = _first_bytes(path)
+    compression = _compression(raw)
+    member = _zip_member(path) if compression == "zip" else None
+    inside = f" ({_COMPRESSED_NAME[compression]})" if compression else ""
+    head = _decompressed_head(path, compression, member, inside) if compression else raw
+    _refuse_binary_formats(path, head, inside)
+    encoding, _, text = _encoding(path, head, inside)
+    _text_format(path, text, inside)
+    hint = _SEP_HINT.match(text)
+    if hint:  # Excel's delimiter hint: the first line is "sep=;" (the delimiter), then the header
+        text = text[hint.end():]
+    header = _header_line(path, text)
+    delimiter = hint.group(1) if hint else _delimiter(path, header, expected_columns)
+    columns = tuple(clean_name(c) for c in _split(header, delimiter))
+    return CsvFormat(compression, encoding, delimiter, columns, member,
+                     skip_lines=_blank_lines(text) + (1 if hint else 0))
+
+
+def _first_bytes(path: Path) -> bytes:
+    """The first :data:`HEAD_BYTES` of the file as stored; DataError if it is missing, no file, unreadable or blank."""
     if not path.exists():
         raise DataError(f"data file not found: {path}; pass --data with the path of a CSV file")
     if path.is_dir():
@@ -359,20 +379,25 @@ def sniff_csv(path: Path, expected_columns: Iterable[str] = ()) -> CsvFormat:
         raise DataError(f"cannot read {path}: {exc.strerror}; check the file's permissions") from None
     if not raw.strip():
         raise DataError(f"{path} is empty; pass a CSV file with a header row and data rows")
-    compression = _compression(raw)
-    member = _zip_member(path) if compression == "zip" else None
-    inside = ""
-    head = raw
-    if compression:
-        inside = f" ({_COMPRESSED_NAME[compression]})"
-        head = _head(path, compression, member)
-        if len(head) > 262 and head[257:262] == b"ustar":
-            raise DataError(f"{path} is a tar archive{inside}, not a CSV file; extract it (tar xf) and pass the CSV "
-                            "file inside")
-        if _compression(head):
-            raise DataError(f"{path} is compressed twice{inside}; decompress it and pass the CSV file")
-        if not head.strip():
-            raise DataError(f"{path} is empty{inside}; pass a CSV file with a header row and data rows")
+    return raw
+
+
+def _decompressed_head(path: Path, compression: str, member: Optional[str], inside: str) -> bytes:
+    """The first :data:`HEAD_BYTES` after decompression; DataError for a tar archive, a file compressed
+    twice or an empty one."""
+    head = _head(path, compression, member)
+    if len(head) > 262 and head[257:262] == b"ustar":
+        raise DataError(f"{path} is a tar archive{inside}, not a CSV file; extract it (tar xf) and pass the CSV "
+                        "file inside")
+    if _compression(head):
+        raise DataError(f"{path} is compressed twice{inside}; decompress it and pass the CSV file")
+    if not head.strip():
+        raise DataError(f"{path} is empty{inside}; pass a CSV file with a header row and data rows")
+    return head
+
+
+def _refuse_binary_formats(path: Path, head: bytes, inside: str) -> None:
+    """Refuse a file whose leading bytes are those of a known non-text format (:data:`_SIGNATURES`, Stata, pickle)."""
     for magic, offset, what, fix in _SIGNATURES:
         if head[offset:offset + len(magic)] == magic:
             raise _refuse(path, what, fix, inside)
@@ -383,20 +408,16 @@ def sniff_csv(path: Path, expected_columns: Iterable[str] = ()) -> CsvFormat:
     if _PICKLE.match(head):
         raise _refuse(path, "a Python pickle", "convert it (only if you trust its source): python -c \"import "
                       "pandas; pandas.read_pickle('{path}').to_csv('data.csv', index=False)\"", inside)
-    encoding, _, text = _encoding(path, head, inside)
-    _text_format(path, text, inside)
-    hint = _SEP_HINT.match(text)
-    if hint:  # Excel's delimiter hint: the first line is "sep=;" (the delimiter), then the header
-        text = text[hint.end():]
-    header = _header_line(path, text)
-    delimiter = hint.group(1) if hint else _delimiter(path, header, expected_columns)
-    columns = tuple(clean_name(c) for c in _split(header, delimiter))
+
+
+def _blank_lines(text: str) -> int:
+    """Number of blank lines at the start of ``text``."""
     blank = 0
     for line in re.split(r"\r\n|\r|\n", text):
         if line.strip():
             break
         blank += 1
-    return CsvFormat(compression, encoding, delimiter, columns, member, skip_lines=blank + (1 if hint else 0))
+    return blank
 
 
 # --------------------------------------------------------------------------- reading it

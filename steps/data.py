@@ -5,9 +5,9 @@ autoregressions", Statistics & Probability Letters 33 (1997), distributed by Sta
 scikit-learn (:func:`sklearn.datasets.fetch_california_housing`): 20,640 districts, 8 features,
 target ``MedHouseVal`` = median house value in units of $100,000.
 
-Reading files is :mod:`steps.csv_files`; the train/test split is :mod:`steps.split` (its names are also
-importable from here). Nothing here knows about ClearML: every function takes and returns plain
-pandas/numpy objects.
+Reading files is :mod:`steps.csv_files`; the feature and target names are :mod:`steps.schema`; the
+train/test split is :mod:`steps.split` (its names and the schema's are also importable from here).
+Nothing here knows about ClearML: every function takes and returns plain pandas/numpy objects.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pandas as pd
 from steps.csv_files import CsvFormat, count_data_rows, is_number, read_csv_chunks, sniff_csv, to_numeric
 from steps.errors import DataError
 from steps.logs import library_warnings
+from steps.schema import FEATURES, TARGET
 from steps.split import MIN_TEST_ROWS, MIN_TRAIN_ROWS, check_split_sizes, split_dataset
 
 __all__ = [  # the split's names are defined in steps.split and kept importable from here
@@ -36,17 +37,6 @@ __all__ = [  # the split's names are defined in steps.split and kept importable 
 
 log = logging.getLogger(__name__)
 
-FEATURES: tuple[str, ...] = (
-    "MedInc",
-    "HouseAge",
-    "AveRooms",
-    "AveBedrms",
-    "Population",
-    "AveOccup",
-    "Latitude",
-    "Longitude",
-)
-TARGET = "MedHouseVal"
 
 #: Columns of the raw StatLib file ``cal_housing.data`` (and ``../shared/data/cal_housing.csv``).
 STATLIB_COLUMNS: tuple[str, ...] = (
@@ -103,9 +93,25 @@ def _check_columns(path: Path, columns: tuple[str, ...] | list[str],
     A column without a name (a row index saved with the data, e.g. by ``DataFrame.to_csv`` with its
     default ``index=True``) is an extra named by its position: ``column 1 (no name: a saved row index?)``.
     With ``target="optional"`` only the feature columns of the layout are needed (to predict).
+
+    :raises DataError: no header row, a duplicated column, or a needed column missing.
     """
     required = _target_required(target)
     columns = list(columns)
+    _check_header_names(path, columns)
+    present = {c for c in columns if c}
+    needed = {name: [c for c in cols if required or c != _LAYOUT_TARGET[name]] for name, cols in _LAYOUTS.items()}
+    missing = {name: [c for c in cols if c not in present] for name, cols in needed.items()}
+    layout = min(missing, key=lambda name: len(missing[name]))
+    unknown = [c if c else f"column {i} (no name: a saved row index?)" for i, c in enumerate(columns, 1)
+               if c not in _LAYOUTS[layout]]
+    if missing[layout]:
+        raise _missing_columns(path, missing[layout], unknown, needed, required)
+    return layout, unknown
+
+
+def _check_header_names(path: Path, columns: list[str]) -> None:
+    """Refuse a first line of numbers (no header row) and duplicated column names."""
     if columns and all(is_number(c) for c in columns):
         raise DataError(
             f"{path}: the first line holds numbers, not column names, so the CSV has no header row; add "
@@ -116,27 +122,23 @@ def _check_columns(path: Path, columns: tuple[str, ...] | list[str],
     duplicated = sorted({c for c in named if named.count(c) > 1})
     if duplicated:
         raise DataError(f"{path}: duplicated column(s) {', '.join(duplicated)}; keep one column of each name")
-    present = set(named)
-    layouts = _LAYOUTS
-    needed = {name: [c for c in cols if required or c != _LAYOUT_TARGET[name]] for name, cols in layouts.items()}
-    missing = {name: [c for c in cols if c not in present] for name, cols in needed.items()}
-    layout = min(missing, key=lambda name: len(missing[name]))
-    unknown = [c if c else f"column {i} (no name: a saved row index?)" for i, c in enumerate(columns, 1)
-               if c not in layouts[layout]]
-    if missing[layout]:
-        hint = f" (found unknown column(s): {', '.join(unknown)})" if unknown else ""
-        if required:
-            raise DataError(
-                f"{path}: missing column(s) {', '.join(missing[layout])}{hint}; the CSV needs either "
-                f"scikit-learn's columns ({','.join(layouts['sklearn'])}) or the StatLib columns "
-                f"({','.join(STATLIB_COLUMNS)})"
-            )
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing[layout])}{hint}; the CSV needs either "
-            f"scikit-learn's feature columns ({','.join(needed['sklearn'])}) or the StatLib columns "
-            f"({','.join(needed['statlib'])}); the target column ({TARGET} or {STATLIB_TARGET}) is optional"
+
+
+def _missing_columns(path: Path, missing: list[str], unknown: list[str], needed: dict[str, list[str]],
+                     required: bool) -> DataError:
+    """The error for a header that lacks ``missing`` columns of its closest layout."""
+    hint = f" (found unknown column(s): {', '.join(unknown)})" if unknown else ""
+    if required:
+        return DataError(
+            f"{path}: missing column(s) {', '.join(missing)}{hint}; the CSV needs either "
+            f"scikit-learn's columns ({','.join(_LAYOUTS['sklearn'])}) or the StatLib columns "
+            f"({','.join(STATLIB_COLUMNS)})"
         )
-    return layout, unknown
+    return DataError(
+        f"{path}: missing column(s) {', '.join(missing)}{hint}; the CSV needs either "
+        f"scikit-learn's feature columns ({','.join(needed['sklearn'])}) or the StatLib columns "
+        f"({','.join(needed['statlib'])}); the target column ({TARGET} or {STATLIB_TARGET}) is optional"
+    )
 
 
 def sniff_housing_csv(path: str | os.PathLike, target: TargetRule = "required") -> tuple[CsvFormat, str, list[str]]:
@@ -213,7 +215,32 @@ def read_housing_csv(
     path = Path(path)
     fmt, layout, extra = sniff_housing_csv(path, target)
     usecols = [c for c in _LAYOUTS[layout] if c != _LAYOUT_TARGET[layout] or c in fmt.columns]
-    report = progress or log.info
+    raw = _read_numeric(path, fmt, usecols, progress or log.info)
+    if layout == "sklearn":
+        _warn_extra(path, extra)
+        return raw[[c for c in (*FEATURES, TARGET) if c in usecols]]
+    # An infinite count is as unknown as a missing one (an infinite household count would
+    # otherwise turn the ratios into 0); validate_dataset then imputes or drops it.
+    raw = raw.replace([np.inf, -np.inf], np.nan)
+    _check_counts(path, raw)
+    _warn_extra(path, extra)
+    zero = int((raw["households"] == 0).sum())
+    if zero:
+        log.warning(
+            "%s: %d district(s) with 0 households: their AveRooms, AveBedrms and AveOccup are unknown "
+            "and are imputed with the training median inside each model",
+            path,
+            zero,
+        )
+    return statlib_to_sklearn(raw)
+
+
+def _read_numeric(path: Path, fmt: CsvFormat, usecols: list[str], report: Callable[[str], None]) -> pd.DataFrame:
+    """The columns ``usecols`` of the CSV as float64, read in chunks of :data:`CHUNK_ROWS` rows (a progress
+    line per chunk for files over :data:`PROGRESS_BYTES`); index 0..n-1.
+
+    :raises DataError: a cell is not a number, the file is not a well-formed table, or it has no data row.
+    """
     size = path.stat().st_size
     chunks = []
     rows = 0
@@ -225,13 +252,11 @@ def read_housing_csv(
                 report(f"read {rows:,} rows of {path.name} ({size / 2**20:,.0f} MiB)")
     if rows == 0:
         raise DataError(f"{path} has a header but no data rows; pass a CSV with data rows")
-    raw = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0].reset_index(drop=True)
-    if layout == "sklearn":
-        _warn_extra(path, extra)
-        return raw[[c for c in (*FEATURES, TARGET) if c in usecols]]
-    # An infinite count is as unknown as a missing one (an infinite household count would
-    # otherwise turn the ratios into 0); validate_dataset then imputes or drops it.
-    raw = raw.replace([np.inf, -np.inf], np.nan)
+    return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0].reset_index(drop=True)
+
+
+def _check_counts(path: Path, raw: pd.DataFrame) -> None:
+    """Refuse a negative value in a count column of the StatLib layout (:data:`STATLIB_COUNTS`)."""
     for col in STATLIB_COUNTS:
         negative = raw[col] < 0
         if negative.any():
@@ -240,16 +265,6 @@ def read_housing_csv(
                 f"{path}: column {col} has {int(negative.sum())} negative value(s) (first in data row {row}); "
                 "counts cannot be negative, fix or remove those rows"
             )
-    _warn_extra(path, extra)
-    zero = int((raw["households"] == 0).sum())
-    if zero:
-        log.warning(
-            "%s: %d district(s) with 0 households: their AveRooms, AveBedrms and AveOccup are unknown "
-            "and are imputed with the training median inside each model",
-            path,
-            zero,
-        )
-    return statlib_to_sklearn(raw)
 
 
 def _warn_extra(path: Path, extra: list[str]) -> None:

@@ -8,6 +8,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from steps.errors import DataError
+from steps.schema import FEATURES, TARGET
 
 #: Smallest train and test sets the pipeline accepts (XGBoost also holds out part of the train set).
 MIN_TRAIN_ROWS = 20
@@ -71,8 +72,6 @@ def split_dataset(
         ``y_test`` (n_test,) in $100k, with n_test = ceil(n * test_size).
     :raises DataError: either side would be smaller than the minimum.
     """
-    from steps.data import FEATURES, TARGET  # here: steps.data imports this module
-
     check_split_sizes(len(data), test_size)
     X = data[list(FEATURES)]
     y = data[TARGET]
