@@ -477,12 +477,17 @@ def load_dataset(data_path: str = "") -> pd.DataFrame:
         ``MedHouseVal`` in $100k), float64.
     :raises DataError: see :func:`read_housing_csv`, :func:`fetch_sklearn_dataset` and
         :func:`validate_dataset`. Warnings are logged only when the data is accepted, so refused
-        data gives its one error message and nothing else.
+        data gives its one error message and nothing else. Once accepted, one INFO line on
+        ``steps.data``: the source, and the rows and columns loaded.
     """
+    download = data_path in ("", "sklearn")
     with _warnings_if_accepted():
-        frame = fetch_sklearn_dataset() if data_path in ("", "sklearn") else read_housing_csv(data_path)
+        frame = fetch_sklearn_dataset() if download else read_housing_csv(data_path)
         with library_warnings(log):
-            return validate_dataset(frame)
+            data = validate_dataset(frame)
+    source = "scikit-learn's fetch_california_housing" if download else str(data_path)
+    log.info("loaded %s: %d rows x %d columns (8 features + target)", source, len(data), data.shape[1])
+    return data
 
 
 def read_features(

@@ -98,11 +98,15 @@ def metrics_table(y_test, predictions: Mapping[str, np.ndarray]) -> pd.DataFrame
 
     :param y_test: n_test true targets ($100k); ``predictions``: ``{model: (n_test,) array in $100k}``.
     :returns: columns model, r2, rmse, mae ($100k), n_test; NaN where a metric is undefined, with
-        one warning for the whole table (see :func:`score_problem`).
+        one warning for the whole table (see :func:`score_problem`). Logs one INFO line per model on
+        ``steps.evaluation``: R2, RMSE and MAE.
     """
     problem = score_problem(y_test)
     if problem and predictions:
         log.warning("%s", problem)
     rows = [{"model": name, **regression_metrics(y_test, pred, warn=False), "n_test": len(pred)}
             for name, pred in predictions.items()]
+    for row in rows:
+        log.info("test %s: R2 %.4f, RMSE %.4f, MAE %.4f ($100k) on %d rows",
+                 row["model"], row["r2"], row["rmse"], row["mae"], row["n_test"])
     return pd.DataFrame(rows, columns=list(METRIC_COLUMNS))

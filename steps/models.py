@@ -9,6 +9,7 @@ inside each model. Nothing here knows about ClearML.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from steps.params import DEFAULTS as P
 from steps.params import MODEL_KINDS, PipelineParameters, estimator_keywords
+
+log = logging.getLogger(__name__)
 
 #: Heavy-tailed features (incomes, per-household ratios, head counts): log1p before the polynomial.
 SKEWED_FEATURES: tuple[str, ...] = ("MedInc", "AveRooms", "AveBedrms", "Population", "AveOccup")
@@ -464,15 +467,34 @@ def train_model(kind: str, X_train: pd.DataFrame, y_train, **kwargs):
     set, split with the model's ``random_state``); the others by their ``fit``.
 
     :param X_train: n_train x 8 raw features; ``y_train``: n_train targets in $100k.
+    Logs one line on ``steps.models`` (INFO): kind, rows, fit time in seconds, and for XGBoost the
+    boosting rounds kept (best iteration + 1) of ``n_estimators``.
+
     :returns: the fitted estimator (predicts from the 8 raw feature columns).
     :raises ValueError: an unknown ``kind``; :class:`TypeError`: a keyword the builder does not take.
     """
     _check_kind(kind)
     model = BUILDERS[kind](**kwargs)
+    start = time.perf_counter()
     if kind == "xgboost":
         with _gpu_fallback_in_one_line(kwargs.get("device", P.xgb_device)):
-            return fit_xgboost(model, X_train, y_train, random_state=kwargs.get("random_state", P.random_state))
-    return model.fit(X_train, y_train)
+            model = fit_xgboost(model, X_train, y_train, random_state=kwargs.get("random_state", P.random_state))
+    else:
+        model = model.fit(X_train, y_train)
+    log.info("trained %s on %d rows in %.1f s%s", kind, len(X_train), time.perf_counter() - start, _rounds_note(model))
+    return model
+
+
+def _rounds_note(model) -> str:
+    """For a fitted XGBoost pipeline: ``": 412 of 3000 boosting rounds kept"`` (best iteration + 1); else ``""``."""
+    booster = model[-1] if isinstance(model, Pipeline) else model
+    if not hasattr(booster, "get_booster"):
+        return ""
+    n_estimators = booster.get_params()["n_estimators"]
+    best = getattr(booster, "best_iteration", None) if booster.get_params()["early_stopping_rounds"] else None
+    if best is None:
+        return f": all {n_estimators} boosting rounds (no early stopping)"
+    return f": {best + 1} of {n_estimators} boosting rounds kept (early stopping)"
 
 
 @contextmanager
@@ -484,7 +506,7 @@ def _gpu_fallback_in_one_line(device: str) -> Iterator[None]:
         yield
     fallback = [w for w in caught if "GPU" in str(w.message) and ("CPU" in str(w.message))]
     if fallback:
-        logging.getLogger("steps.models").warning(
+        log.warning(
             f"xgb_device '{device}': no CUDA GPU is visible on this machine, so XGBoost trained on the CPU")
     for w in caught:
         if w not in fallback:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pandas as pd
@@ -9,6 +10,8 @@ from sklearn.model_selection import train_test_split
 
 from steps.errors import DataError
 from steps.schema import FEATURES, TARGET
+
+log = logging.getLogger(__name__)
 
 #: Smallest train and test sets the pipeline accepts (XGBoost also holds out part of the train set).
 MIN_TRAIN_ROWS = 20
@@ -71,9 +74,13 @@ def split_dataset(
     :returns: ``X_train`` (n_train x 8), ``X_test`` (n_test x 8), ``y_train`` (n_train,),
         ``y_test`` (n_test,) in $100k, with n_test = ceil(n * test_size).
     :raises DataError: either side would be smaller than the minimum.
+
+    Logs one line on ``steps.split`` (INFO): the train and test sizes.
     """
     check_split_sizes(len(data), test_size)
     X = data[list(FEATURES)]
     y = data[TARGET]
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, random_state=random_state)
+    log.info("split %d rows: %d train, %d test (test_size %g, random_state %d)",
+             len(data), len(X_train), len(X_test), test_size, random_state)
     return X_train, X_test, y_train, y_test
