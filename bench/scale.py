@@ -89,15 +89,16 @@ def _scale_run(data: Path, factor: int, seed: int, tmp: Path, logs: Path, timeou
     made_s = time.perf_counter() - t0
     with open(csv_path, "rb") as fh:
         rows = sum(1 for _ in fh) - 1
-    disturbed: list[tuple[float, float]] = []
-    for attempt in range(1 + min(1, settings.retries)):
+    disturbed: list[tuple[float, float]] = []  # the attempts that were repeated: (wall s, other load cores)
+    attempts = 1 + min(1, settings.retries)
+    for attempt in range(attempts):
         print(f"  scale x{factor}: {rows:,} rows, {csv_path.stat().st_size / MIB:,.1f} MiB, running ...", flush=True)
         run = _scale_attempt(csv_path, factor, attempt, tmp, logs, timeout, settings)
         run.extra = {"factor": factor, "rows": rows, "csv_bytes": csv_path.stat().st_size, "csv_make_s": made_s,
                      **run.extra, "disturbed": disturbed}
         print(f"  scale x{factor}: {run.wall_s:6.1f} s, max RSS {run.max_rss / MIB:,.0f} MiB, exit {run.returncode}, "
               f"other load {run.other_cores:.2f} cores{' (disturbed)' if run.disturbed else ''}", flush=True)
-        if not run.disturbed or not run.ok:
+        if not run.disturbed or not run.ok or attempt == attempts - 1:
             break
         disturbed.append((run.wall_s, run.other_cores))
     csv_path.unlink()
