@@ -37,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
@@ -153,9 +154,69 @@ def _owner(path: Path) -> str:
         info = _read_marker(path)
         if info.get("token") and info.get("token") == os.environ.get(CLAIM_ENV):
             return "this run"  # claimed by the process that started this step
+        if _claim_is_dead(info):
+            return "free"  # its run was killed; a process it forked still holds the lock
         return f"another run ({_holder(info)})"
     finally:
         os.close(fd)
+
+
+def _process_stat(pid: int) -> Optional[tuple[str, str]]:
+    """(state, start time in clock ticks since boot) of process ``pid`` from ``/proc/<pid>/stat``;
+    None if there is no such process. :raises OSError: no ``/proc`` here (not Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        if not os.path.isdir("/proc/self"):
+            raise
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 (state) on
+    return fields[0], fields[19]
+
+
+def _boot_id() -> str:
+    """This boot's id (Linux), "" where unknown: a marker from before a reboot names no live process."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _process_identity() -> dict:
+    """What the marker records to tell this process from a later one with the same pid: start time and boot."""
+    try:
+        stat = _process_stat(os.getpid())
+    except OSError:
+        stat = None
+    return {"start": stat[1] if stat else "", "boot": _boot_id()}
+
+
+def _claim_is_dead(info: dict) -> bool:
+    """Whether the marker ``info`` names a process of this host that is gone: no such pid, a zombie, or
+    another process under that pid (other start time, or another boot). False when it cannot be told
+    (another host, no pid recorded): the lock on the marker decides then.
+
+    A process killed with SIGKILL releases its lock, unless a process it forked still holds the
+    marker's file open (ClearML starts such helpers): the recorded pid tells the claim is stale then.
+    """
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or info.get("host") != socket.gethostname():
+        return False
+    if info.get("boot") and _boot_id() and info["boot"] != _boot_id():
+        return True
+    try:
+        stat = _process_stat(pid)
+    except OSError:  # no /proc: only whether the pid exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+    if stat is None or stat[0] in ("Z", "X", "x"):
+        return True
+    return bool(info.get("start")) and stat[1] != info["start"]
 
 
 def _holder(info: dict) -> str:
@@ -239,26 +300,11 @@ def claim_output_dir(output_dir: str | os.PathLike) -> Path:
     for _ in range(5):  # a claim released while we opened its marker, or a folder made meanwhile: try again
         if not path.exists() and _claim_new(path):
             return path
-        created = False
         if not path.is_dir() or path.is_symlink():
             check_output_dir(path)  # raises: a file or link appeared, or it vanished (then: try again)
             continue
-        marker = path / CLAIM_FILE
-        try:
-            fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise OutputError(f"cannot write in output folder {path} ({exc.strerror or exc}); choose a writable "
-                              "--output-dir") from None
-        if not _try_lock(fd, exclusive=True):
-            os.close(fd)
-            raise OutputError(f"output folder {path} is in use by another run ({_holder(_read_marker(path))}); "
-                              "wait for it to finish or pass another --output-dir") from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(marker).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:  # the marker was removed by its run between our open and our lock
-            os.close(fd)
+        fd = _lock_marker(path)
+        if fd is None:
             continue
         stale, other = _leftovers(path)
         if other:  # results appeared (a run that finished while we waited for its marker)
@@ -267,9 +313,43 @@ def claim_output_dir(output_dir: str | os.PathLike) -> Path:
         for entry in stale:
             if entry.name != CLAIM_FILE:
                 shutil.rmtree(entry, ignore_errors=True)
-        _register(path, fd, created)
+        _register(path, fd, created=False)
         return path
     raise OutputError(f"output folder {path} is being claimed and released by other runs; pass another --output-dir")
+
+
+def _lock_marker(path: Path) -> Optional[int]:
+    """Open (or create) the marker of the existing folder ``path`` and lock it exclusively.
+
+    :returns: the locked file descriptor; None to try again: the marker was removed meanwhile by its
+        run, or it was a dead run's (see :func:`_claim_is_dead`) and has just been removed.
+    :raises OutputError: the marker cannot be written, or a live run holds it.
+    """
+    marker = path / CLAIM_FILE
+    try:
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(f"cannot write in output folder {path} ({exc.strerror or exc}); choose a writable "
+                          "--output-dir") from None
+    locked = _try_lock(fd, exclusive=True)
+    try:
+        same = os.fstat(fd).st_ino == os.stat(marker).st_ino
+    except FileNotFoundError:
+        same = False
+    if locked and same:
+        return fd
+    info = _read_marker(path) if same else {}
+    os.close(fd)
+    if not same:  # the marker was removed by its run between our open and our lock
+        return None
+    if not _claim_is_dead(info):
+        raise OutputError(f"output folder {path} is in use by another run ({_holder(info)}); "
+                          "wait for it to finish or pass another --output-dir")
+    try:
+        marker.unlink()  # a dead run's marker, still locked by a process it forked: replace it
+    except FileNotFoundError:
+        pass
+    return None
 
 
 def _claim_new(path: Path) -> bool:
@@ -302,9 +382,10 @@ def _claim_new(path: Path) -> bool:
 
 
 def _write_marker(fd: int) -> None:
-    """Write who holds the claim into its marker: process id, host name, token, start time."""
+    """Write who holds the claim into its marker: process id, host name, token, claim time, and the
+    process's start time and boot id (so that :func:`_claim_is_dead` can tell a later process under the same pid)."""
     info = {"pid": os.getpid(), "host": socket.gethostname(), "token": _token(),
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), **_process_identity()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
 
@@ -386,7 +467,10 @@ def staged_output(output_dir: str | os.PathLike) -> Iterator[Path]:
     removed and nothing is moved. Once the results are in place, the claim's marker is removed.
 
     :yields: the staging folder to write into.
-    :raises OutputError: ``output_dir`` is unusable (see :func:`check_output_dir`) or held by another run.
+    :raises OutputError: ``output_dir`` is unusable (see :func:`check_output_dir`) or held by another run;
+        the disk filled up while writing (``OSError`` ENOSPC or EDQUOT, in the body or the moves):
+        ``no space left on device while writing <output_dir>: free space there or pass --output-dir
+        on another disk``, with nothing left behind.
     """
     final = check_output_dir(output_dir)
     claimed_here = _owner(final) != "this run" if final.is_dir() else True
@@ -394,12 +478,10 @@ def staged_output(output_dir: str | os.PathLike) -> Iterator[Path]:
         claim_output_dir(final)
     stage = final / f"{STAGE_PREFIX}{uuid.uuid4().hex[:8]}"
     try:
-        stage.mkdir()
-        yield stage
-        entries = sorted(stage.iterdir(), key=lambda e: e.name == LAST_FILE)
-        with _signals_held():  # Ctrl-C or SIGTERM arrive after the moves, never between two of them
-            for entry in entries:
-                os.replace(entry, final / entry.name)
+        with _disk_full_in_one_line(final):
+            stage.mkdir()
+            yield stage
+            _move_into_place(stage, final)
         stage.rmdir()
         _finish(final)
     finally:
@@ -407,6 +489,41 @@ def staged_output(output_dir: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(stage, ignore_errors=True)
         if claimed_here:
             release_output_dir(final)
+
+
+#: What a full disk raises: no space left, or the user's disk quota exceeded.
+_DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+@contextmanager
+def _disk_full_in_one_line(folder: Path) -> Iterator[None]:
+    """Turn an :class:`OSError` of a full disk (ENOSPC, EDQUOT) raised in the block into one OutputError line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        raise OutputError(f"{_DISK_FULL[exc.errno]} while writing {folder}: free space there or pass "
+                          "--output-dir on another disk") from None
+
+
+def _move_into_place(stage: Path, final: Path) -> None:
+    """Move every entry of ``stage`` into ``final`` (atomic renames), :data:`LAST_FILE` last; if a move fails,
+    the entries already moved are removed again, so ``final`` never holds part of the results."""
+    entries = sorted(stage.iterdir(), key=lambda e: e.name == LAST_FILE)
+    moved: list[Path] = []
+    with _signals_held():  # Ctrl-C or SIGTERM arrive after the moves, never between two of them
+        try:
+            for entry in entries:
+                os.replace(entry, final / entry.name)
+                moved.append(final / entry.name)
+        except BaseException:
+            for target in moved:
+                if target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
+            raise
 
 
 def _finish(path: Path) -> None:
@@ -473,7 +590,8 @@ def write_run_outputs(
     """:func:`write_run_files` into ``output_dir``, all or nothing (through :func:`staged_output`).
 
     :returns: ``{file name relative to output_dir: final path}``.
-    :raises OutputError: the folder is unusable (checked before anything is written).
+    :raises OutputError: the folder is unusable (checked before anything is written), or the disk
+        filled up while writing (one line naming the folder and the fix; nothing is left behind).
     """
     with staged_output(output_dir) as stage:
         written = write_run_files(stage, metrics, figures, models)
