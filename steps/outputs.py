@@ -16,8 +16,10 @@ Life of an output folder:
    with :mod:`atexit`): the marker is removed, and so is the folder if the claim created it and no
    result was written, so a refused, failed or interrupted run leaves no folder behind.
 
-A process killed with SIGKILL leaves its marker and maybe a staging folder; its lock dies with it,
-so the next claim sees that the marker is stale, removes both and proceeds. Neither is ever taken
+A process killed with SIGKILL leaves its marker and maybe a staging folder; its lock dies with it
+(unless a process it forked still holds the marker open: then the marker's record of the process,
+pid, host, start time and boot id, tells that it is gone), so the next claim sees that the marker is
+stale, removes both and proceeds. A full disk while writing is one :class:`OutputError` line. Neither is ever taken
 for results: results are the entries outside the hidden names, and ``metrics.csv`` comes last.
 
 Nothing here knows about ClearML; :mod:`steps.evaluation` computes what is written.
