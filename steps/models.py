@@ -64,12 +64,14 @@ class QuantileClipper(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.quantile = quantile
 
     def fit(self, X, y=None):
+        """Learn the per-feature bounds from ``X`` (n x d, NaN ignored); ``y`` is unused. Returns self."""
         X = self._validate_data_array(X, reset=True)
         self.lower_ = np.nanquantile(X, self.quantile, axis=0)
         self.upper_ = np.nanquantile(X, 1.0 - self.quantile, axis=0)
         return self
 
     def transform(self, X):
+        """``X`` (m x d) clipped to the learned bounds, as an m x d float array (NaN stays NaN)."""
         check_is_fitted(self, "lower_")
         return np.clip(self._validate_data_array(X, reset=False), self.lower_, self.upper_)
 
@@ -96,6 +98,7 @@ class ClippedRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self.regressor = regressor
 
     def fit(self, X, y):
+        """Fit a clone of ``regressor`` on ``X`` (n x d) and ``y`` (n targets, $100k); remember y's range. Returns self."""
         self.regressor_ = clone(self.regressor).fit(X, y)
         y = np.asarray(y, dtype=float)
         self.y_min_, self.y_max_ = float(np.min(y)), float(np.max(y))
@@ -104,6 +107,7 @@ class ClippedRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X):
+        """Predictions (m,) in $100k for ``X`` (m x d), clipped to the training target range."""
         check_is_fitted(self, "regressor_")
         return np.clip(self.regressor_.predict(X), self.y_min_, self.y_max_)
 
