@@ -60,9 +60,10 @@ def test_cuda_without_gpu_is_one_warning_and_relative_cache_dir_is_printed_absol
 
 
 def test_the_command_line_module_never_imports_clearml():
-    """cli.py parses and checks everything before ClearML is imported (its tests need no ClearML)."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import cli; "
-            "cli.parse_command_line(['--models', 'linear', '--output-dir', sys.argv[2]]); "
+    """The command line is parsed and checked before ClearML is imported (ClearML patches argparse), and
+    importing the pipeline module imports no ClearML either."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import clearml_pipeline, cli.startup; "
+            "cli.startup.parse_startup(['--models', 'linear', '--output-dir', sys.argv[2]], environ={}); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'clearml'))")
     result = subprocess.run([sys.executable, "-c", code, str(ROOT), "/nonexistent-parent/out-x"],
                             capture_output=True, text=True, timeout=60)

@@ -125,15 +125,20 @@ def test_console_says_where_results_are(default_run):
 
 
 def test_pipeline_signature_is_the_parameter_table():
-    import clearml_pipeline
+    """ClearML reads the controller's arguments (the run's Args) with inspect.getfullargspec: one typed
+    argument per parameter field, with its default."""
+    from runtime.components import pipeline_arguments
 
-    # The decorator returns a (*args, **kwargs) wrapper; the pipeline function is in its closure.
-    function = inspect.getclosurevars(clearml_pipeline.tabular_regression_pipeline).nonlocals["func"]
-    signature = inspect.signature(function)
+    @pipeline_arguments
+    def controller(**args):
+        return args
+
+    spec = inspect.getfullargspec(controller)
     fields = {f.name: f for f in parameter_fields()}
-    assert list(signature.parameters) == list(fields)
-    for name, param in signature.parameters.items():
-        assert param.default == getattr(DEFAULTS, name)
+    assert spec.args == list(fields)
+    assert dict(zip(spec.args, spec.defaults, strict=True)) == {name: getattr(DEFAULTS, name) for name in fields}
+    assert {name: t.__name__ for name, t in spec.annotations.items()} == {name: f.type for name, f in fields.items()}
+    assert controller(data_path="x")["data_path"] == "x"
 
 
 def test_help_lists_every_option_with_its_default(tmp_path):

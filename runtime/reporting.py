@@ -30,7 +30,15 @@ def result_files(model_kinds: tuple[str, ...]) -> list[str]:
             "model_comparison.png"]
 
 
-def report_training_curve(model, title: str, series: str) -> None:
+def evaluate_monitoring(model_kinds: tuple[str, ...]) -> dict:
+    """The evaluate step's ClearML settings: what is copied onto the pipeline run (test scores, the run's
+    files, the models), and no auto-logging (figures and models are reported once, explicitly)."""
+    return dict(monitor_metrics=monitored_metrics(model_kinds), monitor_artifacts=result_files(model_kinds),
+                monitor_models=list(model_kinds),
+                auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False, "xgboost": False})
+
+
+def report_training_curve(model) -> None:
     """Report XGBoost's validation RMSE per boosting round (early stopping's curve) as one line plot,
     and the rounds kept as a single value (the curve: :func:`steps.plots.xgboost_curve`).
 
@@ -38,19 +46,55 @@ def report_training_curve(model, title: str, series: str) -> None:
     """
     from clearml import Logger
 
-    from steps.plots import xgboost_curve
+    from steps.plots import XGBOOST_CURVE_SERIES, XGBOOST_CURVE_TITLE, xgboost_curve
 
     rmse, best = xgboost_curve(model)
     if not rmse.size:
         return
     logger = Logger.current_logger()
     logger.report_scatter2d(
-        title=title, series=series, iteration=0, mode="lines",
+        title=XGBOOST_CURVE_TITLE, series=XGBOOST_CURVE_SERIES, iteration=0, mode="lines",
         scatter=np.column_stack([np.arange(1, rmse.size + 1), rmse]),
         xaxis="boosting round", yaxis="validation RMSE ($100k)",
     )
     if best is not None:
         logger.report_single_value("xgboost/rounds kept", int(best) + 1)
+
+
+def report_evaluation(X_test, y_test, output_dir: str, models: Mapping[str, object]) -> pd.DataFrame:
+    """The evaluate step: score ``models`` on the test set, write the run's files to ``output_dir`` all at
+    once (:func:`steps.outputs.staged_output`), report metrics, figures, files and models to ClearML.
+
+    :param X_test: n_test x 8 features; ``y_test``: n_test targets ($100k).
+    :returns: the metrics table: one row per model (model, r2, rmse, mae in $100k, n_test).
+    """
+    from clearml import Task
+
+    from steps.evaluation import metrics_table, predict_all
+    from steps.logs import library_warnings
+    from steps.outputs import output_dir_for_step, staged_output, write_run_files
+    from steps.plots import figure_titles, run_figures
+
+    output_dir = str(output_dir_for_step(output_dir))  # on an agent, a re-run's folder may be taken
+    missing = [kind for kind, model in models.items() if model is None]
+    if missing:  # ClearML hands an aborted or failed step's result on as None: never evaluate without it
+        raise RuntimeError(f"no trained model from step 'train_{missing[0]}' (it did not complete); "
+                           "the run cannot evaluate every model it was asked for")
+    fitted = dict(models)
+    predictions = predict_all(fitted, X_test)
+    metrics = metrics_table(y_test, predictions)
+    with library_warnings(prefix="figures: "):
+        figures = run_figures(y_test, predictions, metrics)
+        report_metrics(metrics, y_test, predictions, figure_titles(list(predictions)))
+    task = Task.current_task()
+    # The files appear in output_dir only once the models are registered too: a run that fails
+    # or is stopped before then leaves no results at all.
+    with staged_output(output_dir) as stage:
+        paths = write_run_files(stage, metrics, figures, fitted)
+        upload_result_files(task, paths)
+        register_models(task, metrics, paths)
+    print(f"results written to {output_dir}")
+    return metrics
 
 
 def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.ndarray],

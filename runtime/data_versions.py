@@ -28,8 +28,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cli import DATASET_NAME as DEFAULT_NAME  # noqa: E402  (defined once, with the command line)
-from cli import DATASET_PROJECT as DEFAULT_PROJECT  # noqa: E402
+from steps.errors import BadInput
+
+#: The ClearML dataset that ``register-data`` and ``--dataset-name`` use by default.
+DEFAULT_PROJECT, DEFAULT_NAME = "California Housing", "cal_housing"
 
 #: The files of a dataset version that are the data: CSV, optionally compressed as the loader reads them.
 CSV_FILE = re.compile(r"\.csv(\.(gz|bz2|xz|zip))?$", re.IGNORECASE)
@@ -37,7 +39,7 @@ CSV_FILE = re.compile(r"\.csv(\.(gz|bz2|xz|zip))?$", re.IGNORECASE)
 RECORD_KEYS = ("data_source", "data_sha256", "data_rows")
 
 
-class DatasetError(ValueError):
+class DatasetError(BadInput):
     """A dataset id, name or version that cannot be used; the message is one line (exit 2)."""
 
 
@@ -101,8 +103,33 @@ def _properties(dataset_id: str) -> dict[str, str]:
     return Task.get_task(task_id=dataset_id).get_user_properties(value_only=True) or {}
 
 
+@contextmanager
+def _registering(project: str, name: str) -> Iterator[None]:
+    """One ``register-data`` of dataset ``project``/``name`` at a time on this machine (an exclusive
+    lock on a file in the ClearML cache folder), so that two at once make one version per content
+    and a line of versions, each with its parent, instead of two versions with the same parent."""
+    import fcntl
+    import tempfile
+
+    from runtime.offline import cache_folder
+
+    folder = Path(cache_folder())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    key = hashlib.sha256(f"{project}\0{name}".encode()).hexdigest()[:16]
+    with open(folder / f"register-data-{key}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def register(path: str, project: str = DEFAULT_PROJECT, name: str = DEFAULT_NAME) -> tuple[str, bool, str]:
-    """Register the CSV ``path`` as a new version of dataset ``project``/``name``.
+    """Register the CSV ``path`` as a new version of dataset ``project``/``name`` (one at a time, see
+    :func:`_registering`).
 
     :returns: ``(dataset id, created, one line saying what happened)``; ``created`` is False when a
         version with the same SHA-256 exists (its id is returned and nothing is created).
@@ -215,7 +242,7 @@ def local_csv(dataset_id: str) -> tuple[str, str]:
 def run_register(path: str, project: str, name: str) -> int:
     """``register-data``: register, print what happened, then the dataset id alone on the last line
     (``ID=$(python clearml_pipeline.py register-data data.csv | tail -n 1)``)."""
-    with _quiet_clearml():
+    with _quiet_clearml(), _registering(project, name):
         dataset_id, _created, message = register(path, project, name)
     print(message)
     print(dataset_id, flush=True)

@@ -1,0 +1,187 @@
+"""The commands of ``clearml_pipeline.py``, and the one ``try`` that turns their exceptions into exit codes.
+
+A run is prepared in this order: the command line is parsed and checked (no ClearML yet), the
+output folder claimed, the server checked, then ClearML starts and the pipeline is built with the
+run's settings (:func:`clearml_pipeline.build_pipeline`) and called under :func:`runtime.guard.run_guarded`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from cli.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError, answer
+from cli.startup import Startup, parse_startup
+
+
+def _claim_output(startup: Startup) -> None:
+    """The output folder, claimed atomically before any step: a second run into it is refused at once.
+    (``remote``: the folder is on the agent's machine.)"""
+    from steps.outputs import OutputError, claim_output_dir
+
+    if startup.command == "run" and startup.options.mode != "remote":
+        try:
+            claim_output_dir(startup.params.output_dir)
+        except OutputError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _repository(startup: Startup):
+    from cli.repository import step_repository
+
+    if startup.options.mode == "offline":
+        return None, None
+    return step_repository(required=startup.options.mode == "remote")
+
+
+def _chosen_dataset(startup: Startup) -> Startup:
+    """``--dataset-name`` resolved to a version id, and the id checked (before any step).
+
+    :raises runtime.data_versions.DatasetError: unknown id or name, not finalized, no CSV (exit 2).
+    """
+    options, params = startup.options, startup.params
+    if not (params.dataset_id or options.dataset_name):
+        return startup
+    import runtime.data_versions as data_versions
+
+    dataset_id = params.dataset_id or data_versions.resolve(options.dataset_project, options.dataset_name,
+                                                            options.dataset_version)
+    data_versions.check_dataset(dataset_id)
+    return dataclasses.replace(startup, params=dataclasses.replace(params, dataset_id=dataset_id))
+
+
+def run_pipeline(startup: Startup, pipeline: ModuleType) -> int:
+    """Run the pipeline as ``startup`` says (offline, local or remote); returns the exit code."""
+    from clearml import PipelineDecorator, Task
+
+    from runtime import guard, offline, sdk, server
+    from runtime.step_watch import StepWatch
+
+    options, params = startup.options, startup.params
+    settings = options.settings(_repository(startup), tuple(params.model_list()))
+    context = guard.RunContext(pipeline.STEP_NAMES, Path(params.output_dir))
+    if options.mode == "offline":
+        offline.start_offline_controller(pipeline.PROJECT, pipeline.PIPELINE_NAME)
+        PipelineDecorator.debug_pipeline()
+        return guard.run_guarded(pipeline.build_pipeline(settings), dataclasses.asdict(params), context)
+    host = server.check_server(queues=options.queues())
+    offline.configure_sdk(vcs_repo_detect_async=False)  # the repository is known before the run is stored
+    sdk.cap_step_polling(1.0)
+    startup = _chosen_dataset(startup)
+    if options.mode == "local":
+        PipelineDecorator.run_locally()
+    else:
+        PipelineDecorator.set_default_execution_queue(options.queue)
+    task_id = lambda: getattr(Task.current_task(), "id", None)  # noqa: E731
+    with server.ServerWatch(host, on_lost=server.abandon_run, task_id=task_id), StepWatch() as watch:
+        context.watch = watch
+        return guard.run_guarded(pipeline.build_pipeline(settings), dataclasses.asdict(startup.params), context)
+
+
+def run_agent_controller(pipeline: ModuleType) -> int:
+    """An agent runs the controller (a re-run from the web UI, or ``--mode remote``'s controller).
+
+    The ``Args`` typed in the web UI are checked first; a failure is recorded on the task (failed,
+    with its one-line reason) and the process then exits 0, so that the agent does not replace
+    that reason with "worker execution exit code N".
+    """
+    from clearml import Task
+
+    from runtime import controller, guard, sdk
+    from runtime.step_watch import StepWatch
+    from steps.params import ParameterError
+
+    try:
+        p = controller.agent_parameters()
+    except ParameterError as exc:
+        task = Task.get_task(task_id=os.environ["CLEARML_TASK_ID"])
+        task.mark_failed(status_reason=str(exc), status_message=str(exc), force=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_OK
+    from runtime.components import RunSettings
+
+    sdk.cap_step_polling(1.0)
+    settings = RunSettings(mode="agent", models=tuple(p.model_list()))
+    with StepWatch() as watch:
+        code = guard.run_guarded(pipeline.build_pipeline(settings), {}, guard.RunContext(pipeline.STEP_NAMES,
+                                                                                        watch=watch))
+    return code if code == EXIT_INTERRUPTED else EXIT_OK
+
+
+def step_code(startup: Startup, pipeline: ModuleType) -> int:
+    """``step-code DIR``: the code ClearML generates for every step (all model kinds), as agents get it."""
+    from clearml import PipelineDecorator
+
+    from runtime.controller import SETTINGS
+    from runtime.step_code import write_step_code
+
+    settings = startup.options.settings(_repository(startup))
+
+    def make_pipeline():
+        pipeline.build_pipeline(settings)
+        return PipelineDecorator(name=pipeline.PIPELINE_NAME, project=pipeline.PROJECT,
+                                 version=pipeline.PIPELINE_VERSION, **SETTINGS)
+
+    write_step_code(startup.path, make_pipeline, pipeline.STEP_NAMES, pipeline.PROJECT, pipeline.PIPELINE_NAME)
+    print(f"wrote the code of {len(pipeline.STEP_NAMES)} steps to {startup.path}")
+    return EXIT_OK
+
+
+def import_offline(startup: Startup) -> int:
+    """``import-offline PATH``: upload the session; say how it ended."""
+    from runtime.session_import import import_offline as upload
+
+    task_id, outcome = upload(startup.path)
+    said = {"completed": "", "failed": f" (its run failed: {outcome.reason})",
+            "aborted": f" as aborted: {outcome.reason}"}[outcome.status]
+    print(f"imported as task {task_id}{said}")
+    return EXIT_OK
+
+
+def register_data(startup: Startup) -> int:
+    """``register-data PATH``: a new version of a ClearML dataset (see :mod:`runtime.data_versions`)."""
+    from runtime import data_versions, offline, server
+
+    server.check_server(queues=[])
+    offline.configure_sdk()
+    return data_versions.run_register(startup.path, startup.options.dataset_project, startup.options.dataset_name)
+
+
+def _command(startup: Startup, pipeline: ModuleType) -> int:
+    if startup.command == "import-offline":
+        return import_offline(startup)
+    if startup.command == "register-data":
+        return register_data(startup)
+    if startup.command == "step-code":
+        return step_code(startup, pipeline)
+    if startup.command == "agent-controller":
+        return run_agent_controller(pipeline)
+    _claim_output(startup)
+    return run_pipeline(startup, pipeline)
+
+
+def main(argv: list[str], pipeline: ModuleType) -> int:
+    """Parse ``argv``, run the command; every exception becomes one line and its exit code (:mod:`cli.errors`).
+
+    :param pipeline: the module that defines the pipeline (``clearml_pipeline``).
+    """
+    # OpenMP threads (XGBoost, scikit-learn) that spin while they wait make a fit 5-10x slower whenever
+    # another process holds a core; passive waiting costs nothing measurable on an idle machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from cli.console import configure_console
+    from runtime.interrupts import leave_at_once_on_interrupt
+
+    if argv[:1] == ["predict"]:  # ClearML-free
+        from cli.predict_command import predict_main
+
+        configure_console()
+        return predict_main(argv[1:])
+    leave_at_once_on_interrupt()  # until the run has a task (runtime.controller.start)
+    configure_console()
+    try:
+        return _command(parse_startup(argv), pipeline)
+    except (Exception, KeyboardInterrupt) as exc:  # e.g. the server answering errors: one line, never a traceback
+        return answer(exc)

@@ -1,0 +1,142 @@
+"""What the controller does around its DAG: before the first step, and after the last.
+
+* :func:`start`: record the ``Args`` (every mode, offline included), settle the task (the
+  repository agents clone, the real default queue, or hand the controller to its queue), check
+  the parameters, and make Ctrl-C/SIGTERM a recorded interruption;
+* :func:`data_input`: what ``load`` is given (the file's SHA-256 or the dataset version's);
+* :func:`record_data`, :func:`finish`: the data trained on, and the outcome of an offline run;
+* :func:`agent_parameters`: a run started by an agent (a re-run from the web UI) checks the raw
+  text typed into its ``Args`` before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from runtime.components import RunSettings
+from steps.artifacts import deserialize_artifact, serialize_artifact
+from steps.params import ParameterError, PipelineParameters
+
+#: The controller's settings for ClearML's pipeline decorator (shared with ``step-code``): the module's
+#: imports are not copied into the steps' code, and step results are pickled exactly (steps.artifacts).
+SETTINGS = dict(skip_global_imports=True, artifact_serialization_function=serialize_artifact,
+                artifact_deserialization_function=deserialize_artifact)
+#: The user properties a run records of the data it trained on.
+DATA_PROPERTIES = ("data_source", "data_sha256", "data_rows")
+
+
+def start(args: dict, settings: RunSettings) -> PipelineParameters:
+    """The controller's first act: ``Args`` recorded and checked, the task ready for re-runs.
+
+    :raises steps.params.ParameterError: a value edited in the web UI is out of range.
+    """
+    from clearml import Task
+
+    from runtime.interrupts import raise_on_interrupt
+
+    controller = Task.current_task()
+    # debug_pipeline() (offline) does not record the pipeline's arguments; connecting them records
+    # them, typed, in every mode (idempotent where ClearML recorded them already)
+    controller.connect(args, name="Args")
+    raise_on_interrupt()  # after Task.init, whose handlers would close the task before recording why
+    _settle(controller, settings, args)
+    return PipelineParameters.from_mapping(args).validate()
+
+
+def _settle(task, settings: RunSettings, args: Mapping) -> None:
+    """The repository and default queue a re-run needs; ``remote``: the controller handed to its queue.
+
+    * The controller records the repository and commit its steps use, so that a re-run on an agent
+      finds the code, whatever ClearML's own repository detection managed.
+    * ``local``: ClearML stores the steps' default queue as ``mock``, its in-process stand-in; a re-run
+      would wait for ever on it. The real queue is stored.
+    * ``remote`` with the controller on a queue: now that the DAG, the step definitions and the
+      ``Args`` are stored, this process hands the task to that queue and exits (``Task.execute_remotely``).
+    """
+    if settings.mode in ("offline", "agent"):
+        return
+    url, commit = settings.repository
+    if url and task.data.script.repository != url:
+        task.set_script(repository=url, commit=commit, working_dir=".", entry_point="clearml_pipeline.py")
+    if settings.mode == "local":
+        task.set_parameter("pipeline/default_queue", settings.queue)
+    if settings.controller_on_queue:
+        print(f"the controller runs on queue '{settings.controller_queue}', its steps on '{settings.queue}'; "
+              f"follow the run at {task.get_output_log_web_page()} (results: its artifacts, and "
+              f"{args.get('output_dir')} on the agent's machine)", flush=True)
+        task.execute_remotely(queue_name=settings.controller_queue, exit_process=True)
+
+
+def data_input(p: PipelineParameters) -> tuple[str, str]:
+    """``(data_source, data_sha256)`` the load step is given: a dataset version's, or the file's.
+
+    The SHA-256 is a ``load`` argument so that ClearML's cache key sees the data's content.
+
+    :raises runtime.data_versions.DatasetError: an unusable ``dataset_id`` (before any step).
+    """
+    from clearml import Task
+
+    from steps.datafile import data_fingerprint
+
+    if p.dataset_id:  # a UI re-run may name any id: checked here, before any step
+        from runtime.data_versions import check_dataset, describe
+
+        version = check_dataset(p.dataset_id)
+        source, sha256 = describe(p.dataset_id, version), version["sha256"]
+    else:
+        source, sha256 = p.data_path, data_fingerprint(p.data_path)
+    # until the load step says what it read (a re-run's clone still shows its original's values)
+    Task.current_task().set_user_properties(data_source=source, data_sha256="(set by the load step)", data_rows="")
+    return source, sha256
+
+
+def record_data(data_record: Mapping[str, object]) -> None:
+    """The data the run trained on (source, SHA-256, rows, as the load step read them): user properties."""
+    from clearml import Task
+
+    Task.current_task().set_user_properties(**{key: str(data_record[key]) for key in DATA_PROPERTIES})
+
+
+def finish(metrics):
+    """The controller's last act: wait for the evaluation; an offline run records that it completed."""
+    from clearml import Task
+
+    import runtime.outcome as outcome
+
+    metrics = metrics.copy()  # forces the evaluate step (lazy in offline mode) to have run
+    task = Task.current_task()
+    if Task.is_offline() and task is not None:
+        task.add_tags([outcome.TAGS["completed"]])
+    return metrics
+
+
+def raw_args(task) -> dict[str, str]:
+    """The ``Args`` of ``task`` as the text the server stores (what a user typed in the web UI)."""
+    prefix = "Args/"
+    return {name[len(prefix):]: str(value) for name, value in task.get_parameters(cast=False).items()
+            if name.startswith(prefix)}
+
+
+def stored_models(task) -> list[str]:
+    """The model kinds whose training steps the stored DAG of ``task`` holds (a re-run can train no others)."""
+    return sorted(name[len("train_"):] for name in task.get_configuration_objects() if name.startswith("train_"))
+
+
+def agent_parameters() -> PipelineParameters:
+    """An agent runs this controller: the parameters it will run with, checked before any step.
+
+    :raises steps.params.ParameterError: a value typed in the web UI that is not of its type or out of
+        range, or ``models`` naming a model whose step the stored DAG lacks (clearml 2.1.12 would fail
+        with a KeyError after load and split).
+    """
+    from clearml import Task
+
+    task = Task.get_task(task_id=os.environ["CLEARML_TASK_ID"])
+    p = PipelineParameters.from_raw(raw_args(task)).validate()
+    stored = stored_models(task)
+    if stored and not set(p.model_list()) <= set(stored):
+        raise ParameterError(
+            f"models = {p.models!r}: a re-run trains the models of the run it was cloned from "
+            f"({','.join(stored)}); to train others, launch a new run: python clearml_pipeline.py --models {p.models}")
+    return p

@@ -1,0 +1,186 @@
+"""Run the pipeline function and answer for how it ended: its results, or one line recorded on the server.
+
+:func:`run_guarded` is the one place a run ends. Whatever happens (a step raised or was aborted,
+lost or left unfinished; Ctrl-C; SIGTERM) the run's controller task is marked failed (with the
+one-line reason the web UI shows) or aborted, its steps still queued or running are stopped
+(:func:`runtime.step_watch.stop_steps`), and the exit code says the same. A run that did not
+train and evaluate every model it was asked for never exits 0 and never prints results.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import runtime.outcome as outcome
+from runtime.step_watch import StepWatch, stop_steps
+
+
+@dataclass
+class RunContext:
+    """What the run's ending needs to know: its step names, output folder, and (server modes) step watch."""
+
+    step_names: tuple[str, ...]
+    output_dir: Optional[Path] = None
+    watch: Optional[StepWatch] = None
+
+
+def raising_step(exc: BaseException, step_names: tuple[str, ...]) -> Optional[str]:
+    """The name of the step whose code raised ``exc`` in this process (innermost step frame), or None."""
+    step, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in step_names:
+            step = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    return step
+
+
+def step_error_line(task_id: str) -> str:
+    """The last ``SomethingError: ...`` line a step task printed (its console log on the server), or ''."""
+    from clearml import Task
+
+    try:
+        reports = Task.get_task(task_id=task_id).get_reported_console_output(number_of_reports=5)
+    except Exception:
+        return ""
+    lines = [line.strip() for report in reports for line in str(report).splitlines()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", line)]
+    # the project's own bad-input errors read as the offline run's do: the message alone
+    return re.sub(r"^steps\.\w+\.(\w*Error|BadInput): ", "", errors[-1]) if errors else ""
+
+
+def unfinished_steps() -> dict[str, str]:
+    """``{step: status}`` of the current pipeline's steps that did not complete (server modes)."""
+    from clearml import PipelineDecorator
+
+    pipeline = PipelineDecorator.get_current_pipeline()
+    if pipeline is None:
+        return {}
+    unfinished = {}
+    for name, node in pipeline.get_pipeline_dag().items():
+        if node.job is None or node.job.is_cached_task():
+            continue
+        status = str(node.job.status(force=True))
+        if status not in ("completed", "published"):
+            unfinished[name] = status
+    return unfinished
+
+
+def _failure(exc: BaseException, context: RunContext) -> str:
+    """The one-line reason of a run that ended with ``exc``."""
+    if isinstance(exc, KeyboardInterrupt) and context.watch is not None and context.watch.failure:
+        return context.watch.failure
+    if isinstance(exc, StepNotCompleted):
+        return str(exc)
+    step = raising_step(exc, context.step_names)
+    if step is None and not isinstance(exc, KeyboardInterrupt):
+        for name, status in unfinished_steps().items():  # the step ran in another process
+            if status == "failed":
+                from clearml import PipelineDecorator
+
+                node = PipelineDecorator.get_current_pipeline().get_pipeline_dag()[name]
+                detail = step_error_line(node.job.task_id())
+                return f"step '{name}' failed: {detail}" if detail else outcome.failure_reason(exc, name)
+    return outcome.failure_reason(exc, step, context.output_dir)
+
+
+def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -> None:
+    """Record ``result`` on the run's task and close it: failed with its reason, aborted, or completed.
+
+    An offline session has no status of its own: the outcome is written into it (:mod:`runtime.outcome`).
+    """
+    from clearml import Task
+
+    try:
+        if Task.is_offline():
+            task.add_tags([outcome.TAGS[result.status]])
+        if result.status != "completed":
+            detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
+            task.get_logger().report_text(f"{outcome.reason_line(result)}\n{detail}", print_console=False)
+        if result.status == "failed":
+            task.mark_failed(status_reason=result.reason, status_message=result.reason, force=True)
+        elif result.status == "aborted":
+            task.mark_stopped(force=True, status_message=result.reason)
+        task.close()
+    except Exception:  # the one-line answer matters more than the record
+        pass
+
+
+def _kill_step_processes() -> None:
+    """``--mode local`` runs steps as subprocesses of this one: none may outlive the run."""
+    try:
+        import psutil  # a ClearML dependency
+
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+    except Exception:
+        pass
+
+
+def _end_failed(task, exc: BaseException, context: RunContext) -> int:
+    from cli.errors import exit_code
+
+    reason = _failure(exc, context)
+    user_stop = isinstance(exc, KeyboardInterrupt) and not (context.watch and context.watch.failure)
+    if context.watch is not None:
+        context.watch.__exit__()
+        stop_steps("the run was interrupted" if user_stop else f"the run failed: {reason}")
+        _kill_step_processes()
+    if task is not None:
+        record(task, outcome.Outcome("aborted" if user_stop else "failed", reason), exc)
+    print(f"error: {reason}", file=sys.stderr, flush=True)
+    return exit_code(exc) if user_stop or not isinstance(exc, KeyboardInterrupt) else 1
+
+
+def current_controller():
+    """The controller task of this process's run (also once ClearML closed it), or None before it exists."""
+    from clearml import PipelineDecorator, Task
+
+    pipeline = PipelineDecorator.get_current_pipeline()
+    return pipeline.task if pipeline is not None else Task.current_task()
+
+
+def run_guarded(pipeline: Callable, kwargs: dict, context: RunContext,
+                controller: Callable[[], object] = current_controller) -> int:
+    """Call the pipeline function; print its results, or its failure in one line; return the exit code.
+
+    :param controller: returns the run's controller task (None before it exists).
+    """
+    try:
+        metrics = pipeline(**kwargs)
+        unfinished = unfinished_steps() if context.watch is not None else {}
+        if unfinished:  # e.g. a step aborted just before the end: its result reached evaluate as None
+            name, status = next(iter(unfinished.items()))
+            raise StepNotCompleted(f"step '{name}' ended {'aborted' if status == 'stopped' else status}")
+    except (Exception, KeyboardInterrupt) as exc:
+        return _end_failed(controller(), exc, context)
+    if context.watch is not None:
+        context.watch.__exit__()
+    return report_results(controller(), metrics, context.output_dir)
+
+
+class StepNotCompleted(RuntimeError):
+    """A step of the run ended without completing."""
+
+
+def report_results(task, metrics, output_dir: Optional[Path]) -> int:
+    """Print the metrics table and where the run is; return 0 (the controller recorded the outcome)."""
+    from clearml import Task
+
+    if metrics is not None:
+        print(metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if output_dir is not None:
+        print(f"results: {output_dir}")
+    if task is not None and Task.is_offline():
+        from runtime.offline import session_zip
+
+        print(f"ClearML offline session: {session_zip(task)} "
+              "(upload it with: python clearml_pipeline.py import-offline <that zip>)")
+    elif task is not None:
+        print(f"ClearML: {task.get_output_log_web_page()}")
+    return 0

@@ -1,0 +1,48 @@
+"""The only places this project relies on ClearML's internals, each behind a version check.
+
+Everything else uses ClearML's public API. What is here has no public equivalent in clearml 2.1:
+
+* :func:`cap_step_polling`: the decorator's controller checks a step's status every 5 s (20 s on
+  agents) with a hard-coded ``sleep`` in ``clearml/automation/controller.py`` and ``job.py``; each
+  level of the DAG waits out part of that. The two modules' ``sleep`` is replaced by a capped one.
+
+``tests/test_sdk_internals.py`` fails when an SDK upgrade changes what these rely on, so the
+version range of :data:`SUPPORTED_VERSIONS` is widened only after that test passes.
+"""
+
+from __future__ import annotations
+
+import time
+
+#: The ClearML SDK versions whose internals were checked (``tests/test_sdk_internals.py``).
+SUPPORTED_VERSIONS = ("2.1.",)
+
+
+def internals_supported() -> bool:
+    """Whether the installed ClearML SDK is a version whose internals were checked."""
+    import clearml
+
+    return clearml.__version__.startswith(SUPPORTED_VERSIONS)
+
+
+def cap_step_polling(seconds: float = 1.0) -> bool:
+    """Let the controller notice a finished step within ``seconds`` instead of up to 5 s (20 s on an agent).
+
+    Replaces ``sleep`` in ``clearml.automation.controller`` and ``clearml.automation.job`` (used
+    there only by ``PipelineDecorator._wait_for_node`` and ``BaseJob.wait``) with one capped at
+    ``seconds``: one light status request per waiting step per ``seconds``. On an SDK version not
+    in :data:`SUPPORTED_VERSIONS` nothing is replaced.
+
+    :returns: whether the cap was applied.
+    """
+    if not internals_supported():
+        return False
+    import clearml.automation.controller as controller
+    import clearml.automation.job as job
+
+    def capped_sleep(period: float) -> None:
+        time.sleep(min(period, seconds))
+
+    controller.sleep = capped_sleep
+    job.sleep = capped_sleep
+    return True
