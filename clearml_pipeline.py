@@ -157,7 +157,8 @@ def build_pipeline(settings: RunSettings):
         X_train, X_test, y_train, y_test = split_step(dataset, test_size=p.test_size, random_state=p.random_state)
         trained = {kind: train[kind](X_train, y_train, **model_arguments(kind, p)) for kind in p.model_list()}
         controller.record_data(data_record)
-        return controller.finish(evaluate_step(X_test, y_test, output_dir=p.output_dir, **trained))
+        metrics = evaluate_step(X_test, y_test, output_dir=p.output_dir, **trained)
+        return controller.finish(metrics, p, settings, experiment=PIPELINE_NAME)
 
     return tabular_regression
 

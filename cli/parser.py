@@ -47,7 +47,7 @@ class RunOptions:
     def settings(self, repository=(None, None), models: tuple[str, ...] = ()) -> RunSettings:
         """The :class:`runtime.components.RunSettings` of a run with these options."""
         return RunSettings(mode=self.mode, queue=self.queue, controller_queue=self.controller_queue, cache=self.cache,
-                           repository=repository, **({"models": tuple(models)} if models else {}))
+                           repository=repository, mlflow=self.mlflow, **({"models": tuple(models)} if models else {}))
 
     def queues(self) -> list[str]:
         """The queues that must exist on the server for this run."""

@@ -36,6 +36,7 @@ class RunSettings:
     :param cache: reuse cached ``load``/``split`` results.
     :param repository: ``(git URL, commit)`` that agents clone for the steps, or ``(None, None)``.
     :param models: the model kinds whose training steps the run defines.
+    :param mlflow: also log the run to MLflow (``--mlflow``, :mod:`runtime.tracking`).
     """
 
     mode: str = "offline"
@@ -44,6 +45,7 @@ class RunSettings:
     cache: bool = True
     repository: tuple[Optional[str], Optional[str]] = (None, None)
     models: tuple[str, ...] = MODEL_KINDS
+    mlflow: bool = False
 
     @property
     def controller_on_queue(self) -> bool:

@@ -54,6 +54,10 @@ def _settle(task, settings: RunSettings, args: Mapping) -> None:
     * ``remote`` with the controller on a queue: now that the DAG, the step definitions and the
       ``Args`` are stored, this process hands the task to that queue and exits (``Task.execute_remotely``).
     """
+    if settings.mlflow:
+        from runtime.tracking import MLFLOW_PARAMETER
+
+        task.set_parameter(MLFLOW_PARAMETER, True, description="log this run to MLflow too (--mlflow)")
     if settings.mode in ("offline", "agent"):
         return
     url, commit = settings.repository
@@ -98,14 +102,23 @@ def record_data(data_record: Mapping[str, object]) -> None:
     Task.current_task().set_user_properties(**{key: str(data_record[key]) for key in DATA_PROPERTIES})
 
 
-def finish(metrics):
-    """The controller's last act: wait for the evaluation; an offline run records that it completed."""
+def finish(metrics, p: PipelineParameters, settings: RunSettings, experiment: str):
+    """The controller's last act: wait for the evaluation; ``--mlflow``: log the run to MLflow
+    (:mod:`runtime.tracking`); an offline run records that it completed.
+
+    :raises tracking.mlflow_run.MlflowLogError: ``--mlflow`` and MLflow failed (the run fails).
+    """
+    import dataclasses
+
     from clearml import Task
 
     import runtime.outcome as outcome
+    from runtime.tracking import log_to_mlflow, requested
 
     metrics = metrics.copy()  # forces the evaluate step (lazy in offline mode) to have run
     task = Task.current_task()
+    if settings.mlflow or (settings.mode == "agent" and requested(task)):
+        log_to_mlflow(task, dataclasses.asdict(p), p.output_dir, experiment)
     if Task.is_offline() and task is not None:
         task.add_tags([outcome.TAGS["completed"]])
     return metrics

@@ -102,11 +102,11 @@ def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -
         if result.status != "completed":
             detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
             task.get_logger().report_text(f"{outcome.reason_line(result)}\n{detail}", print_console=False)
+        task.close()  # first: closing marks a task that is still running completed
         if result.status == "failed":
             task.mark_failed(status_reason=result.reason, status_message=result.reason, force=True)
         elif result.status == "aborted":
             task.mark_stopped(force=True, status_message=result.reason)
-        task.close()
     except Exception:  # the one-line answer matters more than the record
         pass
 

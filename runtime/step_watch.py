@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 #: A running step whose agent and task have been silent this long is lost.
-LOST_AFTER_S = 120
+LOST_AFTER_S = 90
 #: A queued step says what it waits for this often.
 WAITING_EVERY_S = 60
 
@@ -170,11 +170,11 @@ class StepWatch:
             queue = client.queues.get_by_id(queue=step.queue).name
         except Exception:
             pass
-        serving = sum(1 for _, queues in workers.values() if step.queue in queues)
-        waited = time.monotonic() - first
-        print(f"waiting: step '{step.name}' has been queued on '{queue}' for {waited:.0f} s; {serving} agent(s) "
-              f"serve that queue{' and all are busy' if serving else ''}; start one with: clearml-agent daemon "
-              f"--queue {queue}", file=sys.stderr, flush=True)
+        now = datetime.now(timezone.utc)
+        serving = sum(1 for seen, queues in workers.values() if step.queue in queues and _age(seen, now) < self.lost_after)
+        busy = f"{serving} agent(s) serve it, all busy" if serving else "no agent serves it"
+        print(f"waiting: step '{step.name}' has been queued on '{queue}' for {time.monotonic() - first:.0f} s ({busy}); "
+              f"start an agent with: clearml-agent daemon --queue {queue}", file=sys.stderr, flush=True)
 
 
 def stop_steps(reason: str) -> list[str]:
