@@ -65,44 +65,57 @@ def split(dataset, test_size: float, random_state: int):
 
 
 def train_polynomial(X_train, y_train, degree: int, alpha: float, clip_quantile: float, neighbors: int):
-    """Fit the polynomial regression (:func:`steps.models.build_polynomial`) on the train set."""
-    from steps.models import train_model
+    """Fit the polynomial regression (:func:`steps.models.build_polynomial`) on the train set.
 
-    return train_model("polynomial", X_train, y_train, degree=degree, alpha=alpha, clip_quantile=clip_quantile,
-                       neighbors=neighbors)
+    :returns: the model, and its validation scores (:func:`steps.validation.validation_scores`).
+    """
+    from steps.models import train_model
+    from steps.validation import validation_scores
+
+    arguments = dict(degree=degree, alpha=alpha, clip_quantile=clip_quantile, neighbors=neighbors)
+    return train_model("polynomial", X_train, y_train, **arguments), validation_scores("polynomial", X_train, y_train,
+                                                                                       **arguments)
 
 
 def train_xgboost(X_train, y_train, n_estimators: int, max_depth: int, learning_rate: float, subsample: float,
                   colsample_bytree: float, min_child_weight: float, early_stopping_rounds: int, device: str,
                   n_jobs: int, random_state: int, neighbors: int):
-    """Fit XGBoost (:func:`steps.models.build_xgboost`), early stopping on part of the train set."""
+    """Fit XGBoost (:func:`steps.models.build_xgboost`), early stopping on part of the train set.
+
+    :returns: the model, and its validation scores (:func:`steps.validation.validation_scores`).
+    """
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cli.main
     from runtime.reporting import report_training_curve
     from steps.models import train_model
+    from steps.validation import validation_scores
 
-    model = train_model("xgboost", X_train, y_train, n_estimators=n_estimators, max_depth=max_depth,
-                        learning_rate=learning_rate, subsample=subsample, colsample_bytree=colsample_bytree,
-                        min_child_weight=min_child_weight, early_stopping_rounds=early_stopping_rounds, device=device,
-                        n_jobs=n_jobs, random_state=random_state, neighbors=neighbors)
+    arguments = dict(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate, subsample=subsample,
+                     colsample_bytree=colsample_bytree, min_child_weight=min_child_weight,
+                     early_stopping_rounds=early_stopping_rounds, device=device, n_jobs=n_jobs,
+                     random_state=random_state, neighbors=neighbors)
+    model = train_model("xgboost", X_train, y_train, **arguments)
     report_training_curve(model)
-    return model
+    return model, validation_scores("xgboost", X_train, y_train, **arguments)
 
 
 def train_linear(X_train, y_train):
-    """Fit the least-squares baseline (:func:`steps.models.build_linear`)."""
+    """Fit the least-squares baseline (:func:`steps.models.build_linear`); returns it and its validation scores."""
     from steps.models import train_model
+    from steps.validation import validation_scores
 
-    return train_model("linear", X_train, y_train)
+    return train_model("linear", X_train, y_train), validation_scores("linear", X_train, y_train)
 
 
 def train_random_forest(X_train, y_train, n_estimators: int, n_jobs: int, random_state: int):
-    """Fit the random forest (:func:`steps.models.build_random_forest`)."""
+    """Fit the random forest (:func:`steps.models.build_random_forest`); returns it and its validation scores."""
     from steps.models import train_model
+    from steps.validation import validation_scores
 
-    return train_model("random_forest", X_train, y_train, n_estimators=n_estimators, n_jobs=n_jobs,
-                       random_state=random_state)
+    arguments = dict(n_estimators=n_estimators, n_jobs=n_jobs, random_state=random_state)
+    return (train_model("random_forest", X_train, y_train, **arguments),
+            validation_scores("random_forest", X_train, y_train, **arguments))
 
 
 def evaluate(X_test, y_test, output_dir: str, **models):
@@ -139,7 +152,7 @@ def build_pipeline(settings: RunSettings):
                            task_type="data_processing", packages=DATA)
     trainers = {"polynomial": train_polynomial, "xgboost": train_xgboost, "linear": train_linear,
                 "random_forest": train_random_forest}
-    train = {kind: component(trainers[kind], kind=kind, return_values=["model"], task_type="training",
+    train = {kind: component(trainers[kind], kind=kind, return_values=["model", "validation"], task_type="training",
                              packages=DATA + (XGBOOST if kind == "xgboost" else []),
                              auto_connect_frameworks={"xgboost": False})
              for kind in settings.models}
@@ -157,7 +170,8 @@ def build_pipeline(settings: RunSettings):
         X_train, X_test, y_train, y_test = split_step(dataset, test_size=p.test_size, random_state=p.random_state)
         trained = {kind: train[kind](X_train, y_train, **model_arguments(kind, p)) for kind in p.model_list()}
         controller.record_data(data_record)
-        metrics = evaluate_step(X_test, y_test, output_dir=p.output_dir, **trained)
+        controller.record_validation({kind: validation for kind, (_, validation) in trained.items()})
+        metrics = evaluate_step(X_test, y_test, output_dir=p.output_dir, **{k: m for k, (m, _) in trained.items()})
         return controller.finish(metrics, p, settings, experiment=PIPELINE_NAME)
 
     return tabular_regression

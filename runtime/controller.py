@@ -102,6 +102,14 @@ def record_data(data_record: Mapping[str, object]) -> None:
     Task.current_task().set_user_properties(**{key: str(data_record[key]) for key in DATA_PROPERTIES})
 
 
+def record_validation(validation: Mapping[str, Mapping[str, float]]) -> None:
+    """Each model's validation scores (from training rows only; never the test set) on the pipeline run:
+    what ``optimize`` maximises (:mod:`runtime.reporting`)."""
+    from runtime.reporting import report_validation
+
+    report_validation({kind: dict(scores) for kind, scores in validation.items()})
+
+
 def finish(metrics, p: PipelineParameters, settings: RunSettings, experiment: str):
     """The controller's last act: wait for the evaluation; ``--mlflow``: log the run to MLflow
     (:mod:`runtime.tracking`); an offline run records that it completed.

@@ -61,6 +61,32 @@ def report_training_curve(model) -> None:
         logger.report_single_value("xgboost/rounds kept", int(best) + 1)
 
 
+#: How the validation scores are named on the pipeline run (``Summary`` single values and scalars).
+VALIDATION_TITLE = "validation {metric}"
+
+
+def validation_series(kind: str, metric: str = "R2") -> str:
+    """The single value that carries model ``kind``'s validation ``metric`` on the pipeline run (ClearML
+    lists single values under the title ``Summary``): e.g. ``xgboost/validation R2``."""
+    return f"{kind}/{VALIDATION_TITLE.format(metric=metric)}"
+
+
+def report_validation(validation: Mapping[str, Mapping[str, float]]) -> None:
+    """Report ``{kind: {"r2", "rmse", "mae"}}`` (validation part of the training rows; RMSE, MAE in $100k)
+    on the current task (the controller): single values ``<kind>/validation R2`` ... and scalars
+    ``validation R2`` ... with one series per model."""
+    from clearml import Logger
+
+    logger = Logger.current_logger()
+    for kind, scores in validation.items():
+        for title, key in zip(METRIC_TITLES, ("r2", "rmse", "mae"), strict=True):
+            value = float(scores[key])
+            if not np.isfinite(value):
+                continue
+            logger.report_single_value(validation_series(kind, title), value)
+            logger.report_scalar(title=VALIDATION_TITLE.format(metric=title), series=kind, value=value, iteration=0)
+
+
 def report_evaluation(X_test, y_test, output_dir: str, models: Mapping[str, object]) -> pd.DataFrame:
     """The evaluate step: score ``models`` on the test set, write the run's files to ``output_dir`` all at
     once (:func:`steps.outputs.staged_output`), report metrics, figures, files and models to ClearML.
