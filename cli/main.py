@@ -55,7 +55,7 @@ def _chosen_dataset(startup: Startup) -> Startup:
 
 def run_pipeline(startup: Startup, pipeline: ModuleType) -> int:
     """Run the pipeline as ``startup`` says (offline, local or remote); returns the exit code."""
-    from clearml import PipelineDecorator, Task
+    from clearml import PipelineDecorator
 
     from runtime import guard, offline, sdk, server
     from runtime.step_watch import StepWatch
@@ -75,9 +75,9 @@ def run_pipeline(startup: Startup, pipeline: ModuleType) -> int:
         PipelineDecorator.run_locally()
     else:
         PipelineDecorator.set_default_execution_queue(options.queue)
-    task_id = lambda: getattr(Task.current_task(), "id", None)  # noqa: E731
-    with server.ServerWatch(host, on_lost=server.abandon_run, task_id=task_id), StepWatch() as watch:
-        context.watch = watch
+    server_watch = server.ServerWatch(host, on_lost=server.abandon_run, task_id=guard.controller_id)
+    with server_watch, StepWatch() as watch:
+        context.watch, context.server = watch, server_watch
         return guard.run_guarded(pipeline.build_pipeline(settings), dataclasses.asdict(startup.params), context)
 
 
@@ -135,9 +135,10 @@ def import_offline(startup: Startup) -> int:
     from runtime.session_import import import_offline as upload
 
     task_id, outcome = upload(startup.path)
-    said = {"completed": "", "failed": f" (its run failed: {outcome.reason})",
-            "aborted": f" as aborted: {outcome.reason}"}[outcome.status]
-    print(f"imported as task {task_id}{said}")
+    if outcome.status != "completed":
+        print(f"its run ended {'failed' if outcome.status == 'failed' else 'aborted'}: {outcome.reason}; "
+              f"the imported task is marked so")
+    print(f"imported as task {task_id}")
     return EXIT_OK
 
 

@@ -28,6 +28,7 @@ class RunContext:
     step_names: tuple[str, ...]
     output_dir: Optional[Path] = None
     watch: Optional[StepWatch] = None
+    server: Optional[object] = None  # runtime.server.ServerWatch
 
 
 def raising_step(exc: BaseException, step_names: tuple[str, ...]) -> Optional[str]:
@@ -77,6 +78,9 @@ def _failure(exc: BaseException, context: RunContext) -> str:
         return context.watch.failure
     if isinstance(exc, StepNotCompleted):
         return str(exc)
+    lost = context.server.lost_reason() if context.server is not None and not isinstance(exc, KeyboardInterrupt) else None
+    if lost:  # e.g. an IndexError deep in ClearML because the server forgot the run's task
+        return lost
     step = raising_step(exc, context.step_names)
     if step is None and not isinstance(exc, KeyboardInterrupt):
         for name, status in unfinished_steps().items():  # the step ran in another process
@@ -143,6 +147,11 @@ def current_controller():
 
     pipeline = PipelineDecorator.get_current_pipeline()
     return pipeline.task if pipeline is not None else Task.current_task()
+
+
+def controller_id() -> Optional[str]:
+    """The id of this process's run (its controller task), or None before it exists."""
+    return getattr(current_controller(), "id", None)
 
 
 def run_guarded(pipeline: Callable, kwargs: dict, context: RunContext,

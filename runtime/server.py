@@ -104,11 +104,23 @@ class ServerWatch:
         self._thread = threading.Thread(target=self._watch, name="clearml-server-watch", daemon=True)
 
     def __enter__(self) -> ServerWatch:
+        self._previous_hook = threading.excepthook
+        threading.excepthook = self._thread_failed
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        threading.excepthook = self._previous_hook
+
+    def _thread_failed(self, args) -> None:
+        """A thread died (e.g. ClearML's pipeline daemon after the server forgot the run): if the server is
+        the cause, end the run now with its one line, before more of the SDK's tracebacks; else as Python does."""
+        if args.exc_type is not SystemExit and not self._stop.is_set():
+            reason = self.lost_reason()
+            if reason:
+                self.on_lost(reason)
+        self._previous_hook(args)
 
     def _task_known(self, token: str) -> tuple[bool, Optional[str]]:
         import requests
@@ -119,6 +131,20 @@ class ServerWatch:
                               headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout)
         reply.raise_for_status()
         return (not task_id or bool(reply.json()["data"]["tasks"])), task_id
+
+    def lost_reason(self) -> Optional[str]:
+        """Checked now: why the run's server is lost (it lost the run's task, or does not answer), or None."""
+        import requests
+
+        try:
+            known, task_id = self._task_known(_login(self.host, self._key, self._secret, self.timeout))
+        except (requests.RequestException, SetupError, ValueError, KeyError, TypeError):
+            return (f"the ClearML server {self.host} stopped answering during the run; the run is abandoned: check "
+                    "the server (and its database), then run again")
+        if not known:
+            return (f"the ClearML server {self.host} no longer knows this run (task {task_id}): it was restarted and "
+                    "lost its database; the run is abandoned: run it again")
+        return None
 
     def _watch(self) -> None:
         import requests
