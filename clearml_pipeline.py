@@ -24,7 +24,13 @@ STEP_NAMES = ("load", "split", *TRAINING_STEPS.values(), "evaluate")
 
 # What each step needs on an agent (ranges as in requirements.txt).
 DATA = ["numpy>=1.26,<3", "pandas>=2.2,<4", "scikit-learn>=1.6,<1.10"]
-XGBOOST = ["xgboost>=2.1,<4"]
+# XGBoost as requirements.txt installs it: the CPU-only wheel (no CUDA libraries) where one exists, else the full one.
+CPU_WHEEL = ('(sys_platform == "linux" and (platform_machine == "x86_64" or platform_machine == "aarch64")) or '
+             '(sys_platform == "win32" and platform_machine == "AMD64")')
+FULL_WHEEL = ('(sys_platform != "linux" and sys_platform != "win32") or (sys_platform == "linux" and '
+              'platform_machine != "x86_64" and platform_machine != "aarch64") or (sys_platform == "win32" and '
+              'platform_machine != "AMD64")')
+XGBOOST = [f"xgboost-cpu>=2.1.1,<4; {CPU_WHEEL}", f"xgboost>=2.1,<4; {FULL_WHEEL}"]
 FIGURES = ["matplotlib>=3.8,<4", "joblib>=1.3"]
 
 
