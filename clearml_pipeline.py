@@ -49,9 +49,11 @@ def load(data_path: str, data_sha256: str, dataset_id: str):
     from clearml import Task
 
     from runtime.data_versions import DatasetError, data_record, local_csv
+    from runtime.reporting import step_console
     from steps.data import load_dataset
     from steps.datafile import resolve_data_path
 
+    step_console()
     path, source = local_csv(dataset_id) if dataset_id else (resolve_data_path(data_path),) * 2
     dataset = load_dataset(path)
     record = data_record(source, path, dataset)
@@ -65,8 +67,10 @@ def load(data_path: str, data_sha256: str, dataset_id: str):
 
 def split(dataset, test_size: float, random_state: int):
     """Train/test split (:func:`steps.split.split_dataset`): X_train, X_test, y_train, y_test."""
+    from runtime.reporting import step_console
     from steps.split import split_dataset
 
+    step_console()
     return split_dataset(dataset, test_size=test_size, random_state=random_state)
 
 
@@ -75,9 +79,11 @@ def train_polynomial(X_train, y_train, degree: int, alpha: float, clip_quantile:
 
     :returns: the model, and its validation scores (:func:`steps.validation.validation_scores`).
     """
+    from runtime.reporting import step_console
     from steps.models import train_model
     from steps.validation import validation_scores
 
+    step_console()
     arguments = dict(degree=degree, alpha=alpha, clip_quantile=clip_quantile, neighbors=neighbors)
     return train_model("polynomial", X_train, y_train, **arguments), validation_scores("polynomial", X_train, y_train,
                                                                                        **arguments)
@@ -93,10 +99,11 @@ def train_xgboost(X_train, y_train, n_estimators: int, max_depth: int, learning_
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cli.main
-    from runtime.reporting import report_training_curve
+    from runtime.reporting import report_training_curve, step_console
     from steps.models import train_model
     from steps.validation import validation_scores
 
+    step_console()
     arguments = dict(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate, subsample=subsample,
                      colsample_bytree=colsample_bytree, min_child_weight=min_child_weight,
                      early_stopping_rounds=early_stopping_rounds, device=device, n_jobs=n_jobs,
@@ -108,17 +115,21 @@ def train_xgboost(X_train, y_train, n_estimators: int, max_depth: int, learning_
 
 def train_linear(X_train, y_train):
     """Fit the least-squares baseline (:func:`steps.models.build_linear`); returns it and its validation scores."""
+    from runtime.reporting import step_console
     from steps.models import train_model
     from steps.validation import validation_scores
 
+    step_console()
     return train_model("linear", X_train, y_train), validation_scores("linear", X_train, y_train)
 
 
 def train_random_forest(X_train, y_train, n_estimators: int, n_jobs: int, random_state: int):
     """Fit the random forest (:func:`steps.models.build_random_forest`); returns it and its validation scores."""
+    from runtime.reporting import step_console
     from steps.models import train_model
     from steps.validation import validation_scores
 
+    step_console()
     arguments = dict(n_estimators=n_estimators, n_jobs=n_jobs, random_state=random_state)
     return (train_model("random_forest", X_train, y_train, **arguments),
             validation_scores("random_forest", X_train, y_train, **arguments))
@@ -134,8 +145,9 @@ def evaluate(X_test, y_test, output_dir: str, **models):
     :param models: ``{model kind: fitted estimator}``.
     :returns: the metrics table: one row per model (model, r2, rmse, mae in $100k, n_test).
     """
-    from runtime.reporting import report_evaluation
+    from runtime.reporting import report_evaluation, step_console
 
+    step_console()
     return report_evaluation(X_test, y_test, output_dir, models)
 
 

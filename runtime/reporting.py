@@ -38,6 +38,15 @@ def evaluate_monitoring(model_kinds: tuple[str, ...]) -> dict:
                 auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False, "xgboost": False})
 
 
+def step_console() -> None:
+    """Called first in every step's body: the steps' progress (``steps.*`` loggers) as ``info:`` lines on the
+    step's console. A step on an agent or in a ``--mode local`` subprocess is a fresh process whose logging
+    nothing configured; offline (in-process) the command line's console is already set (idempotent)."""
+    from cli.console import configure_console
+
+    configure_console()
+
+
 def report_training_curve(model) -> None:
     """Report XGBoost's validation RMSE per boosting round (early stopping's curve) as one line plot,
     and the rounds kept as a single value (the curve: :func:`steps.plots.xgboost_curve`).
@@ -57,6 +66,9 @@ def report_training_curve(model) -> None:
         scatter=np.column_stack([np.arange(1, rmse.size + 1), rmse]),
         xaxis="boosting round", yaxis="validation RMSE ($100k)",
     )
+    for round_, value in enumerate(rmse, start=1):  # also a scalar series: iteration = boosting round
+        logger.report_scalar(title=XGBOOST_CURVE_TITLE, series=XGBOOST_CURVE_SERIES, value=float(value),
+                             iteration=round_)
     if best is not None:
         logger.report_single_value("xgboost/rounds kept", int(best) + 1)
 
@@ -96,6 +108,7 @@ def report_evaluation(X_test, y_test, output_dir: str, models: Mapping[str, obje
     """
     from clearml import Task
 
+    from runtime.session_disk import check_session_written
     from steps.evaluation import metrics_table, predict_all
     from steps.logs import library_warnings
     from steps.outputs import output_dir_for_step, staged_output, write_run_files
@@ -119,6 +132,7 @@ def report_evaluation(X_test, y_test, output_dir: str, models: Mapping[str, obje
         paths = write_run_files(stage, metrics, figures, fitted)
         upload_result_files(task, paths)
         register_models(task, metrics, paths)
+        check_session_written(task)  # offline: a full cache disk loses artifacts silently
     print(f"results written to {output_dir}")
     return metrics
 
@@ -203,18 +217,21 @@ def upload_result_files(task, paths: Mapping[str, Path]) -> None:
 def register_models(task, metrics: pd.DataFrame, paths: Mapping[str, Path]) -> None:
     """Register one output model per estimator (ClearML's Models tab), test metrics as metadata.
 
-    Each model is named and tagged with its kind (``polynomial``, ``xgboost``, ...), carries
-    ``r2``, ``rmse`` and ``mae`` (test set, $100k) as float metadata, and its weights file is the
-    fitted estimator saved with joblib (``models/<kind>.joblib``), loadable again with
-    ``InputModel(model_id).get_local_copy()`` and ``joblib.load``. Offline, ``OutputModel``
-    cannot register weights (clearml 2.1: ``DummyModel`` has no ``locked``); the session keeps the
-    model files as artifacts ``model_<kind>`` with the same metadata instead.
+    Each model is named by run and kind (``tabular regression #12 · xgboost``), tagged with its kind,
+    has the framework the Models page shows (XGBoost for the XGBoost pipeline, else ScikitLearn), a
+    description (test scores, the data's SHA-256, the run), ``r2``/``rmse``/``mae`` as float metadata,
+    and its weights file is the fitted estimator saved with joblib (``models/<kind>.joblib``), loadable
+    again with ``InputModel(model_id).get_local_copy()`` and ``joblib.load``. On the step's task each is
+    listed under its kind (the file's stem), the name ``monitor_models`` copies onto the pipeline run.
+    Offline, ``OutputModel`` cannot register weights (clearml 2.1: ``DummyModel`` has no ``locked``); the
+    session keeps the model files as artifacts ``model_<kind>`` with the same metadata instead.
     """
     from clearml import OutputModel, Task
     from clearml.backend_api import Session
 
     # the task's output destination, else the file server: a local path would not outlive the run
     destination = None if Task.is_offline() else (task.get_output_destination() or Session.get_files_server_host())
+    run = run_identity(task)
     for row in metrics.itertuples():
         scores = {key: float(getattr(row, key)) for key in ("r2", "rmse", "mae")}
         weights = paths[f"models/{row.model}.joblib"]
@@ -222,13 +239,54 @@ def register_models(task, metrics: pd.DataFrame, paths: Mapping[str, Path]) -> N
             task.upload_artifact(f"model_{row.model}", artifact_object=str(weights), metadata=scores,
                                  wait_on_upload=True)
             continue
-        model = OutputModel(
-            task=task, name=row.model, framework="ScikitLearn", tags=[row.model],
-            comment=f"California Housing regressor ({row.model}): joblib of a scikit-learn estimator that "
-                    "predicts the median house value ($100k) from the 8 raw feature columns",
-        )
+        model = OutputModel(task=task, name=model_name(run["name"], row.model), framework=model_framework(row.model),
+                            tags=[row.model])
         for key, value in scores.items():
             model.set_metadata(key, f"{value:.6f}", v_type="float")
-        # synchronously: the file sits in the staging folder, which is moved into place right after
+        # synchronously: the file sits in the staging folder, which is moved into place right after;
+        # no "snapshot <staging path> stored" comment
         model.update_weights(weights_filename=str(weights), upload_uri=destination, auto_delete_file=False,
-                             async_enable=False)
+                             async_enable=False, update_comment=False)
+        model.comment = model_description(row.model, scores, int(row.n_test), run)
+
+
+#: The separator of a model's name: ``<run> · <kind>``.
+MODEL_NAME_SEPARATOR = " · "
+
+
+def model_name(run_name: str, kind: str) -> str:
+    """The name a model has on the Models page: ``tabular regression #12 · xgboost``."""
+    return f"{run_name}{MODEL_NAME_SEPARATOR}{kind}"
+
+
+def model_framework(kind: str) -> str:
+    """The framework the Models page shows: the XGBoost pipeline's is XGBoost (an XGBRegressor inside a
+    scikit-learn Pipeline), every other model's ScikitLearn."""
+    return "XGBoost" if kind == "xgboost" else "ScikitLearn"
+
+
+def model_description(kind: str, scores: Mapping[str, float], n_test: int, run: Mapping[str, str]) -> str:
+    """A model's description: what it is, its test scores, the data it was trained on, and its run."""
+    shown = ", ".join(f"{title} {scores[key]:.4f}" for title, key in zip(METRIC_TITLES, ("r2", "rmse", "mae"),
+                                                                          strict=True))
+    return (f"California Housing regressor ({kind}): a scikit-learn estimator saved with joblib; it predicts the "
+            "median house value ($100k) from the 8 raw feature columns.\n"
+            f"test set ({n_test} rows): {shown} (RMSE and MAE in $100k)\n"
+            f"data: {run.get('data_source') or 'unknown'}, SHA-256 {run.get('data_sha256') or 'unknown'}\n"
+            f"run: {run['name']} (task {run['id']})")
+
+
+def run_identity(task) -> dict[str, str]:
+    """``{"name", "id", "data_source", "data_sha256"}`` of the pipeline run ``task`` (a step) belongs to:
+    its parent, the controller (offline, the step's task is the controller itself)."""
+    from clearml import Task
+
+    run = task
+    if getattr(task, "parent", None):
+        try:
+            run = Task.get_task(task_id=task.parent)
+        except Exception:  # the description matters less than the model
+            run = task
+    properties = run.get_user_properties(value_only=True) or {}
+    return {"name": run.name, "id": run.id, "data_source": str(properties.get("data_source", "")),
+            "data_sha256": str(properties.get("data_sha256", ""))}
