@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
 from cli.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError, answer
 from cli.startup import Startup, parse_startup
@@ -20,13 +21,24 @@ from cli.startup import Startup, parse_startup
 def _claim_output(startup: Startup) -> None:
     """The output folder, claimed atomically before any step: a second run into it is refused at once.
     (``remote``: the folder is on the agent's machine.)"""
-    from steps.outputs import OutputError, claim_output_dir
+    from steps.outputs import RUN_DIR_ENV, OutputError, claim_output_dir, default_run_dir
 
     if startup.command == "run" and startup.options.mode != "remote":
         try:
-            claim_output_dir(startup.params.output_dir)
+            folder = claim_output_dir(default_run_dir(startup.params.output_dir))
         except OutputError as exc:
             raise UsageError(str(exc)) from None
+        os.environ[RUN_DIR_ENV] = str(folder)  # where a step told output_dir "" writes (steps.outputs)
+
+
+def _run_dir(startup: Startup) -> Optional[Path]:
+    """The folder this run writes to: ``--output-dir``, else the new ``runs/`` folder claimed for it here
+    (``remote``: none, each agent makes its own)."""
+    from steps.outputs import RUN_DIR_ENV
+
+    if startup.params.output_dir or startup.options.mode == "remote":
+        return Path(startup.params.output_dir) if startup.params.output_dir else None
+    return Path(os.environ[RUN_DIR_ENV])
 
 
 def _repository(startup: Startup):
@@ -85,8 +97,9 @@ def run_agent_controller(pipeline: ModuleType) -> int:
     """An agent runs the controller (a re-run from the web UI, or ``--mode remote``'s controller).
 
     The ``Args`` typed in the web UI are checked first; a failure is recorded on the task (failed,
-    with its one-line reason) and the process then exits 0, so that the agent does not replace
-    that reason with "worker execution exit code N".
+    with its one-line reason) and the process then waits for the agent to stop it
+    (:func:`runtime.controller.leave_to_agent`), so that the agent neither replaces that reason with
+    "worker execution exit code N" nor prints "Process completed successfully" under it.
     """
     from clearml import Task
 
@@ -100,6 +113,7 @@ def run_agent_controller(pipeline: ModuleType) -> int:
         task = Task.get_task(task_id=os.environ["CLEARML_TASK_ID"])
         task.mark_failed(status_reason=str(exc), status_message=str(exc), force=True)
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        controller.leave_to_agent()  # the agent stops this process: no "completed successfully" line
         return EXIT_OK
     from runtime.components import RunSettings
 
@@ -108,6 +122,8 @@ def run_agent_controller(pipeline: ModuleType) -> int:
     with StepWatch() as watch:
         code = guard.run_guarded(pipeline.build_pipeline(settings), {}, guard.RunContext(pipeline.STEP_NAMES,
                                                                                         watch=watch))
+    if code not in (EXIT_OK, EXIT_INTERRUPTED):
+        controller.leave_to_agent()
     return code if code == EXIT_INTERRUPTED else EXIT_OK
 
 
