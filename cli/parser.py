@@ -205,6 +205,7 @@ def _checked_paths(params: PipelineParameters, check_data: bool) -> PipelinePara
         check_output_dir(output_dir)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return dataclasses.replace(params, output_dir=str(Path(output_dir).expanduser().absolute()))
+    # no --output-dir: stays empty in the run's Args (cli.main claims a new runs/ folder here; an agent makes its own)
+    return dataclasses.replace(params, output_dir=str(Path(output_dir).expanduser().absolute()) if params.output_dir else "")
 
 

@@ -68,7 +68,8 @@ def _settle(task, settings: RunSettings, args: Mapping) -> None:
     if settings.controller_on_queue:
         print(f"the controller runs on queue '{settings.controller_queue}', its steps on '{settings.queue}'; "
               f"follow the run at {task.get_output_log_web_page()} (results: its artifacts, and "
-              f"{args.get('output_dir')} on the agent's machine)", flush=True)
+              f"{args.get('output_dir') or 'a new folder under ~/clearml-tabular-regression/runs'} on the agent's "
+              "machine)", flush=True)
         task.execute_remotely(queue_name=settings.controller_queue, exit_process=True)
 
 
@@ -161,3 +162,24 @@ def agent_parameters() -> PipelineParameters:
             f"models = {p.models!r}: a re-run trains the models of the run it was cloned from "
             f"({','.join(stored)}); to train others, launch a new run: python clearml_pipeline.py --models {p.models}")
     return p
+
+
+def leave_to_agent(timeout: float = 60.0) -> None:
+    """An agent runs this controller and its failure is recorded on the task: wait for the agent to stop us.
+
+    Exiting 0 would make the agent print "Process completed successfully" under the failure; exiting
+    non-zero would make it replace the status reason with "worker execution exit code N". Seeing the
+    task failed (it checks every few seconds), the agent prints "Task failed: stopping task" and kills
+    this process, leaving the reason the web UI shows. After ``timeout`` seconds the caller exits anyway.
+    """
+    import sys
+    import time
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+    except KeyboardInterrupt:  # a SIGTERM (runtime.interrupts): the failure is recorded already
+        os._exit(1)

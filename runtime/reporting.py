@@ -108,7 +108,7 @@ def report_evaluation(X_test, y_test, output_dir: str, models: Mapping[str, obje
     """
     from clearml import Task
 
-    from runtime.session_disk import check_session_written
+    from runtime.session_disk import cache_disk_errors, check_session_written
     from steps.evaluation import metrics_table, predict_all
     from steps.logs import library_warnings
     from steps.outputs import output_dir_for_step, staged_output, write_run_files
@@ -130,9 +130,10 @@ def report_evaluation(X_test, y_test, output_dir: str, models: Mapping[str, obje
     # or is stopped before then leaves no results at all.
     with staged_output(output_dir) as stage:
         paths = write_run_files(stage, metrics, figures, fitted)
-        upload_result_files(task, paths)
-        register_models(task, metrics, paths)
-        check_session_written(task)  # offline: a full cache disk loses artifacts silently
+        with cache_disk_errors(task):  # offline: a full cache disk is named as such
+            upload_result_files(task, paths)
+            register_models(task, metrics, paths)
+        check_session_written(task)  # offline: ClearML may lose an artifact to a full disk silently
     print(f"results written to {output_dir}")
     return metrics
 
@@ -231,7 +232,7 @@ def register_models(task, metrics: pd.DataFrame, paths: Mapping[str, Path]) -> N
 
     # the task's output destination, else the file server: a local path would not outlive the run
     destination = None if Task.is_offline() else (task.get_output_destination() or Session.get_files_server_host())
-    run = run_identity(task)
+    run = {} if Task.is_offline() else run_identity(task)
     for row in metrics.itertuples():
         scores = {key: float(getattr(row, key)) for key in ("r2", "rmse", "mae")}
         weights = paths[f"models/{row.model}.joblib"]

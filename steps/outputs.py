@@ -86,30 +86,50 @@ class _Claim:
 _CLAIMS: dict[Path, _Claim] = {}
 
 
+#: The folder this run claimed when no ``--output-dir`` was given (set by the command line, inherited by
+#: a ``--mode local`` step's subprocess): where a step told ``output_dir=""`` writes.
+RUN_DIR_ENV = "STEPS_RUN_DIR"
+#: Where a step with no usable folder writes on a machine that claimed none (an agent): in the home
+#: folder, as an agent deletes its checkout before its next task.
+AGENT_RUNS = "~/clearml-tabular-regression/runs"
+
+
 def new_run_dir(root: str | os.PathLike = "runs") -> Path:
     """A fresh, not yet created path ``<root>/<UTC time>-<random>``; two runs never get the same one."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return Path(root) / f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def output_dir_for_step(output_dir: str | os.PathLike,
-                        fallback_root: str | os.PathLike = "~/clearml-tabular-regression/runs") -> Path:
+def default_run_dir(output_dir: str | os.PathLike = "") -> Path:
+    """The folder a run launched here writes to: ``output_dir``, or (empty) a new ``runs/<time>-<random>``
+    of the current folder; absolute. A run's ``Args`` keep the empty value: no machine's path in them."""
+    return _absolute(output_dir or new_run_dir(Path.cwd() / "runs"))
+
+
+def output_dir_for_step(output_dir: str | os.PathLike, fallback_root: str | os.PathLike = AGENT_RUNS) -> Path:
     """The folder a step writes the run's files to: ``output_dir``, or a fresh one if a new run cannot use it.
 
-    For a step that runs where nothing was claimed for it: on a ClearML agent (``--mode remote``,
-    or a run re-run from the web UI, whose ``output_dir`` still names the first run's folder).
-    When ``output_dir`` already holds results, is in use, or cannot be created on this machine, the
-    files go to a new folder ``<fallback_root>/<UTC time>-<random>`` instead (in the home folder: an
-    agent deletes its checkout before its next task), with a warning; the run's artifacts in ClearML
-    hold ``metrics.csv`` and the figures either way. Where this run claimed
-    ``output_dir`` (:func:`claim_output_dir`), it is returned as it is.
+    An empty ``output_dir`` (a run launched without ``--output-dir``) is the folder the command line
+    claimed for this run (:data:`RUN_DIR_ENV`: offline, or a ``--mode local`` step), else, on a machine
+    that claimed none (an agent), a new ``<fallback_root>/<UTC time>-<random>``. For a step that runs where
+    nothing was claimed for it (``--mode remote``, or a run re-run from the web UI, whose ``output_dir`` may
+    name the first run's folder): when ``output_dir`` already holds results, is in use, or cannot be created
+    on this machine, the files go to a new folder under ``fallback_root`` instead (in the home folder: an
+    agent deletes its checkout before its next task), with a warning; the run's artifacts in ClearML hold
+    ``metrics.csv`` and the figures either way. Where this run claimed ``output_dir``
+    (:func:`claim_output_dir`), it is returned as it is.
 
     :returns: the absolute folder to write to.
     """
+    fresh = _absolute(new_run_dir(Path(fallback_root).expanduser()))
+    if not str(output_dir):
+        claimed = os.environ.get(RUN_DIR_ENV, "") if os.environ.get(CLAIM_ENV) else ""  # an agent: neither
+        if not claimed:
+            return fresh
+        output_dir = claimed
     try:
         return check_output_dir(output_dir)  # a folder claimed by this run passes
     except OutputError as exc:
-        fresh = _absolute(new_run_dir(Path(fallback_root).expanduser()))
         logging.getLogger("steps.outputs").warning(
             f"{exc.args[0].split(';')[0]}; this run's files go to {fresh} on this machine instead "
             "(metrics.csv and the figures are also the run's artifacts in the web UI)")
