@@ -74,9 +74,13 @@ def run_pipeline(startup: Startup, pipeline: ModuleType) -> int:
 
     options, params = startup.options, startup.params
     settings = options.settings(_repository(startup), tuple(params.model_list()))
-    context = guard.RunContext(pipeline.STEP_NAMES, Path(params.output_dir))
+    context = guard.RunContext(pipeline.STEP_NAMES, _run_dir(startup))
     if options.mode == "offline":
+        from runtime.session_disk import check_cache_space, quiet_disk_full
+
+        check_cache_space(offline.cache_folder())
         offline.start_offline_controller(pipeline.PROJECT, pipeline.PIPELINE_NAME)
+        quiet_disk_full()
         PipelineDecorator.debug_pipeline()
         return guard.run_guarded(pipeline.build_pipeline(settings), dataclasses.asdict(params), context)
     host = server.check_server(queues=options.queues())
@@ -174,8 +178,14 @@ def _command(startup: Startup, pipeline: ModuleType) -> int:
         return register_data(startup)
     if startup.command == "step-code":
         return step_code(startup, pipeline)
+    if startup.command in ("optimize", "optimize-trial"):
+        from cli.optimize_command import run_local_trial, run_optimize
+
+        return run_optimize(startup.optimize, pipeline) if startup.optimize else run_local_trial(pipeline)
     if startup.command == "agent-controller":
-        return run_agent_controller(pipeline)
+        from cli.optimize_command import agent_runs_optimizer, run_optimizer_on_agent
+
+        return run_optimizer_on_agent(pipeline) if agent_runs_optimizer() else run_agent_controller(pipeline)
     _claim_output(startup)
     return run_pipeline(startup, pipeline)
 

@@ -137,6 +137,12 @@ def _end_failed(task, exc: BaseException, context: RunContext) -> int:
         _kill_step_processes()
     if task is not None:
         record(task, outcome.Outcome("aborted" if user_stop else "failed", reason), exc)
+        from clearml import Task
+
+        if Task.is_offline():
+            from runtime.session_disk import remove_broken_session
+
+            remove_broken_session(task)
     print(f"error: {reason}", file=sys.stderr, flush=True)
     return exit_code(exc) if user_stop or not isinstance(exc, KeyboardInterrupt) else 1
 

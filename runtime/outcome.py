@@ -42,7 +42,10 @@ def failure_reason(exc: BaseException, step: Optional[str], output_dir: Optional
         return "interrupted"
     where = f"step '{step}' failed" if step else "the pipeline failed"
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{where}: {text}" if isinstance(exc, BadInput) else f"{where}: {type(exc).__name__}: {text}"
+    from runtime.errors import SetupError
+
+    plain = isinstance(exc, (BadInput, SetupError))  # our own one-line messages need no type
+    return f"{where}: {text}" if plain else f"{where}: {type(exc).__name__}: {text}"
 
 
 def reason_line(outcome: Outcome) -> str:

@@ -26,6 +26,11 @@ def session_outcome(path: Path) -> outcome.Outcome:
     :raises SessionError: a damaged zip, or a file that is not a session.
     """
     try:
+        if path.is_file():
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()  # every member's CRC, as ClearML's import would meet it
+            if damaged:
+                raise zipfile.BadZipFile(f"member {damaged} is damaged")
         return outcome.read_session_outcome(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         first = " ".join(str(exc).split()) or type(exc).__name__
