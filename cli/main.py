@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
-from cli.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError, answer
+from cli.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError, answer, exit_code
 from cli.startup import Startup, parse_startup
 
 
@@ -82,7 +82,7 @@ def run_pipeline(startup: Startup, pipeline: ModuleType) -> int:
         offline.start_offline_controller(pipeline.PROJECT, pipeline.PIPELINE_NAME)
         quiet_disk_full()
         PipelineDecorator.debug_pipeline()
-        return guard.run_guarded(pipeline.build_pipeline(settings), dataclasses.asdict(params), context)
+        return exit_code(guard.run_guarded(pipeline.build_pipeline(settings), dataclasses.asdict(params), context))
     host = server.check_server(queues=options.queues())
     offline.configure_sdk(vcs_repo_detect_async=False)  # the repository is known before the run is stored
     sdk.cap_step_polling(1.0)
@@ -94,7 +94,8 @@ def run_pipeline(startup: Startup, pipeline: ModuleType) -> int:
     server_watch = server.ServerWatch(host, on_lost=server.abandon_run, task_id=guard.controller_id)
     with server_watch, StepWatch() as watch:
         context.watch, context.server = watch, server_watch
-        return guard.run_guarded(pipeline.build_pipeline(settings), dataclasses.asdict(startup.params), context)
+        return exit_code(guard.run_guarded(pipeline.build_pipeline(settings), dataclasses.asdict(startup.params),
+                                           context))
 
 
 def run_agent_controller(pipeline: ModuleType) -> int:
@@ -124,8 +125,8 @@ def run_agent_controller(pipeline: ModuleType) -> int:
     sdk.cap_step_polling(1.0)
     settings = RunSettings(mode="agent", models=tuple(p.model_list()))
     with StepWatch() as watch:
-        code = guard.run_guarded(pipeline.build_pipeline(settings), {}, guard.RunContext(pipeline.STEP_NAMES,
-                                                                                        watch=watch))
+        code = exit_code(guard.run_guarded(pipeline.build_pipeline(settings), {},
+                                           guard.RunContext(pipeline.STEP_NAMES, watch=watch)))
     if code not in (EXIT_OK, EXIT_INTERRUPTED):
         controller.leave_to_agent()
     return code if code == EXIT_INTERRUPTED else EXIT_OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,15 +127,15 @@ def _kill_step_processes() -> None:
         pass
 
 
-def _end_failed(task, exc: BaseException, context: RunContext) -> int:
-    from cli.errors import exit_code
-
+def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
     reason = _failure(exc, context)
     user_stop = isinstance(exc, KeyboardInterrupt) and not (context.watch and context.watch.failure)
     if context.watch is not None:
         context.watch.__exit__()
-        stop_steps("the run was interrupted" if user_stop else f"the run failed: {reason}")
-        _kill_step_processes()
+        for _ in range(2):  # twice: ClearML's launch threads may enqueue a step just after the first pass
+            stop_steps("the run was interrupted" if user_stop else f"the run failed: {reason}")
+            _kill_step_processes()
+            time.sleep(0.5)
     if task is not None:
         record(task, outcome.Outcome("aborted" if user_stop else "failed", reason), exc)
         from clearml import Task
@@ -144,7 +145,7 @@ def _end_failed(task, exc: BaseException, context: RunContext) -> int:
 
             remove_broken_session(task)
     print(f"error: {reason}", file=sys.stderr, flush=True)
-    return exit_code(exc) if user_stop or not isinstance(exc, KeyboardInterrupt) else 1
+    return exc if user_stop or not isinstance(exc, KeyboardInterrupt) else StepNotCompleted(reason)
 
 
 def current_controller():
@@ -161,10 +162,12 @@ def controller_id() -> Optional[str]:
 
 
 def run_guarded(pipeline: Callable, kwargs: dict, context: RunContext,
-                controller: Callable[[], object] = current_controller) -> int:
-    """Call the pipeline function; print its results, or its failure in one line; return the exit code.
+                controller: Callable[[], object] = current_controller) -> Optional[BaseException]:
+    """Call the pipeline function; print its results, or its failure in one line (recorded on the server).
 
     :param controller: returns the run's controller task (None before it exists).
+    :returns: None when the run completed, else the exception that ended it (``cli.errors.exit_code``
+        turns it into the exit code; a step that ended the run is a :class:`StepNotCompleted`).
     """
     try:
         metrics = pipeline(**kwargs)
@@ -176,15 +179,16 @@ def run_guarded(pipeline: Callable, kwargs: dict, context: RunContext,
         return _end_failed(controller(), exc, context)
     if context.watch is not None:
         context.watch.__exit__()
-    return report_results(controller(), metrics, context.output_dir)
+    report_results(controller(), metrics, context.output_dir)
+    return None
 
 
 class StepNotCompleted(RuntimeError):
     """A step of the run ended without completing."""
 
 
-def report_results(task, metrics, output_dir: Optional[Path]) -> int:
-    """Print the metrics table and where the run is; return 0 (the controller recorded the outcome)."""
+def report_results(task, metrics, output_dir: Optional[Path]) -> None:
+    """Print the metrics table and where the run is (the controller recorded the outcome)."""
     from clearml import Task
 
     if metrics is not None:
@@ -198,4 +202,3 @@ def report_results(task, metrics, output_dir: Optional[Path]) -> int:
               "(upload it with: python clearml_pipeline.py import-offline <that zip>)")
     elif task is not None:
         print(f"ClearML: {task.get_output_log_web_page()}")
-    return 0
