@@ -7,6 +7,7 @@ Commands::
     python clearml_pipeline.py step-code DIR [--mode remote] [options]  # the code agents get
     python clearml_pipeline.py predict --run RUN_DIR --data CSV --output PRED_CSV [--model NAME]
     python clearml_pipeline.py register-data PATH [--dataset-project P] [--dataset-name N]
+    python clearml_pipeline.py optimize [--mode local] [--trials N] [options]   # see optimize --help
     (an agent running a controller task: no arguments, CLEARML_TASK_ID set)
 """
 
@@ -23,7 +24,8 @@ from cli.errors import UsageError
 from cli.parser import RunOptions, parse_command_line
 from steps.params import PipelineParameters
 
-COMMANDS = ("run", "import-offline", "step-code", "agent-controller", "predict", "register-data")
+COMMANDS = ("run", "import-offline", "step-code", "agent-controller", "predict", "register-data", "optimize",
+            "optimize-trial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +35,14 @@ class Startup:
     :param command: one of :data:`COMMANDS` (``agent-controller``: a ClearML agent runs the controller).
     :param options: the run options; ``params``: the checked pipeline parameters (``run``, ``step-code``).
     :param path: the folder or file argument of ``import-offline`` / ``step-code`` / ``register-data``.
+    :param optimize: the checked options of ``optimize`` (``optimize-trial``: a ``--mode local`` trial).
     """
 
     command: str = "run"
     options: RunOptions = RunOptions()
     params: Optional[PipelineParameters] = None
     path: str = ""
+    optimize: Optional[object] = None
 
 
 def _agent_controller(environ: Mapping[str, str]) -> bool:
@@ -86,8 +90,16 @@ def parse_startup(argv: list[str], environ: Mapping[str, str] = os.environ) -> S
     :param argv: ``sys.argv[1:]``.
     :raises UsageError: one line naming the problem and the fix.
     """
+    from cli.optimize_command import LOCAL_TRIAL_ENV
+
+    if environ.get(LOCAL_TRIAL_ENV) and environ.get("CLEARML_TASK_ID") and not argv:
+        return Startup(command="optimize-trial")  # started by `optimize --mode local` (LocalClearmlJob)
     if _agent_controller(environ):
         return _agent_startup(argv, environ)
+    if argv[:1] == ["optimize"]:
+        from cli.optimize_command import parse_optimize
+
+        return Startup(command="optimize", optimize=parse_optimize(argv[1:]))
     if argv[:1] == ["import-offline"]:
         return _import_startup(argv[1:])
     if argv[:1] == ["register-data"]:
