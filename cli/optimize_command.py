@@ -20,13 +20,8 @@ from types import ModuleType
 from typing import Optional
 
 from cli.errors import EXIT_FAILED, EXIT_OK, UsageError
-from runtime.optimize import STRATEGIES
+from runtime.optimize import COMMAND_PARAMETER, LOCAL_TRIAL_ENV, STRATEGIES
 from steps.params import MODEL_KINDS, PipelineParameters, parameter_fields, search_space
-
-#: Set in the environment of ``--mode local`` trials (``LocalClearmlJob`` subprocesses of this command).
-LOCAL_TRIAL_ENV = "TABULAR_OPTIMIZE_LOCAL_TRIAL"
-#: The hyperparameter (section ``optimize``) that holds the command line of a search run by an agent.
-COMMAND_PARAMETER = "optimize/command"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,9 +179,12 @@ def run_local_trial(pipeline: ModuleType) -> int:
     Its output (and its steps') goes to its task's console log only: the search prints a line per trial."""
     from clearml import PipelineDecorator
 
+    import runtime.controller
     from cli.main import run_agent_controller
 
     os.environ.pop(LOCAL_TRIAL_ENV, None)
+    # no agent will stop this process after a recorded failure: leave at once (the status stays failed)
+    runtime.controller.leave_to_agent = lambda timeout=0.0: None
     quiet = os.open(os.devnull, os.O_WRONLY)  # its console is on its task (ClearML captures it), not the search's
     os.dup2(quiet, 1)
     os.dup2(quiet, 2)

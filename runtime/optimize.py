@@ -28,6 +28,10 @@ from steps.errors import BadInput
 STRATEGIES = ("optuna", "random", "grid")
 #: Title of the single values ClearML shows (``Logger.report_single_value``).
 SUMMARY_TITLE = "Summary"
+#: Set in the environment of ``--mode local`` trials (``LocalClearmlJob`` subprocesses of the search).
+LOCAL_TRIAL_ENV = "TABULAR_OPTIMIZE_LOCAL_TRIAL"
+#: The hyperparameter (section ``optimize``) that holds the command line of a search an agent runs.
+COMMAND_PARAMETER = "optimize/command"
 #: Statuses of a task that has ended.
 ENDED = ("completed", "failed", "stopped", "published", "closed")
 

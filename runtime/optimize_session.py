@@ -18,6 +18,8 @@ import time
 from math import prod
 
 from runtime.optimize import (
+    COMMAND_PARAMETER,
+    LOCAL_TRIAL_ENV,
     OptimizeError,
     build_optimizer,
     find_base_run,
@@ -120,8 +122,6 @@ class OptimizeSession:
     def _task(self):
         from clearml import Task
 
-        from cli.optimize_command import COMMAND_PARAMETER
-
         if self.options.strategy == "optuna":
             import clearml.automation.optuna  # noqa: F401  (it adds optuna to the requirements: before Task.init)
         task = Task.init(project_name=self.project, task_name=f"optimize {self.name}: {self.options.objective}",
@@ -187,8 +187,6 @@ class OptimizeSession:
               + (f"; fixed {', '.join(f'{k}={v}' for k, v in o.fixed)}" if o.fixed else ""), flush=True)
         sys.stdout = _QuietStdout(sys.stdout)
         if self.local:
-            from cli.optimize_command import LOCAL_TRIAL_ENV
-
             os.environ[LOCAL_TRIAL_ENV] = "1"
         self.optimizer.start()
 
