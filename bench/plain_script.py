@@ -1,6 +1,6 @@
 """The pipeline's computation as a plain script with no ClearML: the benchmark's baseline.
 
-Same steps, same functions, same files written (metrics.csv, PNGs, models) as
+Same steps, same functions (validation scores included), same files written (metrics.csv, PNGs, models) as
 ``clearml_pipeline.py --mode offline``, minus the tracking.
 
 Usage: python bench/plain_script.py --data PATH --output-dir DIR [--random-state N] [--models a,b]
@@ -26,11 +26,13 @@ from steps.outputs import write_run_outputs  # noqa: E402
 from steps.params import DEFAULTS as P  # noqa: E402
 from steps.plots import run_figures  # noqa: E402
 from steps.split import split_dataset  # noqa: E402
+from steps.validation import validation_scores  # noqa: E402
 
 
 def run(data_path: str, output_dir: str, random_state: int = P.random_state, models: str = P.models,
         spatial_neighbors: int = P.spatial_neighbors):
-    """Load, split, train the chosen models with the default parameters, evaluate, write the outputs.
+    """Load, split, train the chosen models with the default parameters (and their validation scores,
+    :func:`steps.validation.validation_scores`, as the training steps), evaluate, write the outputs.
 
     Each model is built and fitted by :func:`steps.models.train_model` with the keywords
     :func:`steps.models.model_arguments` takes from the parameters, as the pipeline does.
@@ -41,6 +43,8 @@ def run(data_path: str, output_dir: str, random_state: int = P.random_state, mod
     X_train, X_test, y_train, y_test = split_dataset(data, P.test_size, random_state)
     params = dataclasses.replace(P, random_state=random_state, spatial_neighbors=spatial_neighbors).validate()
     fitted = {name: train_model(name, X_train, y_train, **model_arguments(name, params)) for name in models.split(",")}
+    for name in fitted:  # each training step also scores a fresh model on held-out training rows
+        validation_scores(name, X_train, y_train, **model_arguments(name, params))
     predictions = predict_all(fitted, X_test)
     metrics = metrics_table(y_test, predictions)
     figures = run_figures(y_test, predictions, metrics)

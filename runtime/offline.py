@@ -8,15 +8,25 @@ adopts it (it uses ``Task.current_task()`` when there is one).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import shutil
+import time
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from runtime.errors import SetupError
 
 #: What a user's ClearML cache is when nothing sets it (ClearML's own default).
 DEFAULT_CACHE = "~/.clearml/cache"
+#: Offline sessions kept in ``<cache>/offline``: the newest :data:`KEEP_SESSIONS`, at most :data:`KEEP_MB` in all.
+KEEP_SESSIONS = 10
+KEEP_MB = 200
+#: A session (zip or folder) younger than this may belong to a run still going: never removed.
+SETTLE_SECONDS = 3600
 
 
 @contextlib.contextmanager
@@ -67,7 +77,7 @@ def start_offline_controller(project: str, name: str):
     logging.getLogger("clearml.Repository Detection").setLevel(logging.ERROR)
     try:
         Task.set_offline(offline_mode=True)
-        return Task.init(
+        task = Task.init(
             project_name=project, task_name=name, task_type=Task.TaskTypes.controller,
             auto_connect_arg_parser=False, auto_resource_monitoring=False, reuse_last_task_id=False,
             auto_connect_frameworks={"matplotlib": False, "joblib": False, "scikit": False, "xgboost": False,
@@ -79,8 +89,60 @@ def start_offline_controller(project: str, name: str):
             f"folder {cache_folder()} (CLEARML_CACHE_DIR or sdk.storage.cache.default_base_dir) is a writable "
             "folder and that CLEARML_CONFIG_FILE, if set, is a valid clearml.conf"
         ) from None
+    folder = Path(task.get_offline_mode_folder())
+    prune_sessions(folder.parent, own=folder.name)
+    atexit.register(drop_zipped_folder, folder, 0)  # after ClearML zipped it (task.close): one copy, the zip
+    return task
 
 
 def session_zip(task) -> str:
     """The absolute path of the ``.zip`` ClearML writes for an offline task when it closes."""
     return os.path.abspath(f"{task.get_offline_mode_folder()}.zip")
+
+
+def drop_zipped_folder(folder: Path, settle: float = SETTLE_SECONDS) -> bool:
+    """Remove an offline session's folder once its ``.zip`` (written when the task closed) holds it whole.
+
+    :param settle: seconds the zip must be old (another run may be writing it); 0 for this run's own.
+    :returns: whether the folder was removed.
+    """
+    archive = folder.with_name(f"{folder.name}.zip")
+    try:
+        whole = (folder.is_dir() and archive.is_file() and time.time() - archive.stat().st_mtime >= settle
+                 and zipfile.is_zipfile(archive))
+    except OSError:
+        return False
+    if whole:
+        shutil.rmtree(folder, ignore_errors=True)
+    return whole
+
+
+def _size_mb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 2**20
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def prune_sessions(offline: Path, own: str = "", keep: int = KEEP_SESSIONS, keep_mb: float = KEEP_MB) -> list[Path]:
+    """Bound the offline sessions in ``offline`` (``<cache>/offline``): keep the newest ``keep`` ones (``own``, this
+    run's, counted), at most ``keep_mb`` MB in all; remove the rest, and the folders their zips already hold.
+
+    A session is ``offline-<id>.zip``, or ``offline-<id>/`` where no zip was written (a killed run). The
+    session ``own`` and anything younger than :data:`SETTLE_SECONDS` (a run still going) are never removed.
+
+    :returns: what was removed.
+    """
+    removed = [f for f in offline.glob("offline-*") if f.is_dir() and f.name != own and drop_zipped_folder(f)]
+    sessions = [p for p in offline.glob("offline-*") if p.name != own and p.name != f"{own}.zip"
+                and (p.suffix == ".zip" or (p.is_dir() and not p.with_name(f"{p.name}.zip").exists()))]
+    total = 0.0
+    for rank, session in enumerate(sorted(sessions, key=lambda p: p.stat().st_mtime, reverse=True)):
+        total += _size_mb(session)
+        if (rank < keep - 1 and total <= keep_mb) or time.time() - session.stat().st_mtime < SETTLE_SECONDS:
+            continue
+        try:
+            shutil.rmtree(session) if session.is_dir() else os.remove(session)
+        except OSError:  # another run removed it first
+            continue
+        removed.append(session)
+    return removed

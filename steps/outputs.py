@@ -569,7 +569,8 @@ def write_run_files(
 
     Files: ``metrics.csv``; ``<name>.png`` per figure; per model ``models/<model>.joblib`` (the
     fitted scikit-learn estimator, :func:`joblib.dump`; loading it needs this project's ``steps``
-    package importable) and, for XGBoost, ``models/xgboost.json`` (the booster in XGBoost's own
+    package importable; a tree ensemble compacted by :func:`_compact_forest`) and, for XGBoost,
+    ``models/xgboost.json`` (the booster in XGBoost's own
     JSON format, loadable with :meth:`xgboost.Booster.load_model`, cut to the rounds early stopping
     kept, so it predicts as the estimator does; its input is not the raw features but what the
     estimator's feature steps make of them, ``estimator[:-1].transform(X)``: the 8 features, 5
@@ -591,7 +592,7 @@ def write_run_files(
         written.append(f"{stem}.png")
     (folder / "models").mkdir()
     for name, model in models.items():
-        joblib.dump(model, folder / "models" / f"{name}.joblib")
+        joblib.dump(_compact_forest(model) or model, folder / "models" / f"{name}.joblib", compress=MODEL_COMPRESSION)
         written.append(f"models/{name}.joblib")
         if name == "xgboost":
             booster = model[-1].get_booster()
@@ -601,6 +602,36 @@ def write_run_files(
             booster.save_model(str(folder / "models" / "xgboost.json"))
             written.append("models/xgboost.json")
     return {rel: folder / rel for rel in written}
+
+
+#: Per-node statistics of a fitted tree that prediction never reads (they feed ``feature_importances_``).
+TREE_TRAINING_STATS = ("impurity", "n_node_samples", "weighted_n_node_samples")
+#: zlib level of the ``.joblib`` files (default run: XGBoost 5.8 -> 2.2 MB in 0.2 s).
+MODEL_COMPRESSION = 3
+
+
+def _compact_forest(model) -> Optional[object]:
+    """A copy of a fitted tree ensemble (the last step of ``model``) for storage, or None for other models.
+
+    The copy predicts exactly as ``model`` does; its trees' :data:`TREE_TRAINING_STATS` and the values
+    of their inner nodes (prediction reads the leaves') are zeroed, so its ``feature_importances_`` are
+    not available; with zlib the default random forest's file is 18 MB instead of 129 MB.
+    """
+    import copy
+
+    estimator = model[-1] if hasattr(model, "steps") else model
+    trees = getattr(estimator, "estimators_", None)
+    if not trees or not all(hasattr(tree, "tree_") for tree in trees):
+        return None
+    compact = copy.deepcopy(model)
+    for tree in (compact[-1] if hasattr(compact, "steps") else compact).estimators_:
+        state = tree.tree_.__getstate__()
+        nodes, values = state["nodes"].copy(), state["values"].copy()
+        for field_name in TREE_TRAINING_STATS:
+            nodes[field_name] = 0
+        values[nodes["left_child"] != -1] = 0  # TREE_LEAF: -1
+        tree.tree_.__setstate__({**state, "nodes": nodes, "values": values})
+    return compact
 
 
 def write_run_outputs(
