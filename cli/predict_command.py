@@ -56,6 +56,11 @@ def predict_main(argv: list[str]) -> int:
         return answer(exc)
     if metrics is not None:
         print(metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        from steps.predict import training_data_note
+
+        note = training_data_note(args.run, args.data)
+        if note:
+            print(note)
     print(f"predictions: {Path(args.output).expanduser().absolute()} ({len(predictions):,} rows, "
           f"{', '.join(c for c in predictions.columns if c.startswith('pred_'))})")
     return exit_code(None)

@@ -188,17 +188,24 @@ class StepNotCompleted(RuntimeError):
 
 
 def report_results(task, metrics, output_dir: Optional[Path]) -> None:
-    """Print the metrics table and where the run is (the controller recorded the outcome)."""
+    """Print the metrics table, then once each: where the results are, the ``predict`` command for them, and
+    how to see the run in the web UI (the controller recorded the outcome)."""
+    import shlex
+
     from clearml import Task
+
+    from runtime.offline import record_run, session_zip, web_ui_line
 
     if metrics is not None:
         print(metrics.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if output_dir is not None:
+        if task is not None:
+            record_run(task, output_dir)  # what predict compares its data with
         print(f"results: {output_dir}")
+        print(f"predict: python clearml_pipeline.py predict --run {shlex.quote(str(output_dir))} "
+              "--data new_districts.csv --output predictions.csv")
     if task is not None and Task.is_offline():
-        from runtime.offline import session_zip
-
-        print(f"ClearML offline session: {session_zip(task)} "
-              "(upload it with: python clearml_pipeline.py import-offline <that zip>)")
+        print(f"ClearML offline session: {session_zip(task)}")
+        print(web_ui_line(session_zip(task)))
     elif task is not None:
-        print(f"ClearML: {task.get_output_log_web_page()}")
+        print(f"web UI: {task.get_output_log_web_page()}")

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import time
 import zipfile
@@ -146,3 +147,33 @@ def prune_sessions(offline: Path, own: str = "", keep: int = KEEP_SESSIONS, keep
             continue
         removed.append(session)
     return removed
+
+
+def web_ui_line(archive: str) -> str:
+    """How to see an offline run in the web UI: upload its session to the server configured, or get a server."""
+    from runtime.server import server_settings
+
+    host, key, secret = server_settings()
+    upload = f"python clearml_pipeline.py import-offline {shlex.quote(archive)}"
+    if host and key and secret:
+        return f"web UI: upload the session to the server configured ({host}): {upload}"
+    return ("web UI: no ClearML server is configured; get one (free: https://app.clear.ml, or self-hosted: README, "
+            f"'Running against a ClearML server'), run clearml-init with its credentials, then: {upload}")
+
+
+def record_run(task, output_dir: Path) -> None:
+    """Write what the run trained on (data source, SHA-256, rows; test_size, random_state) beside its results
+    (:func:`steps.outputs.write_run_record`), from the run's task: what ``predict`` compares its data with."""
+    import psutil  # a ClearML dependency
+
+    from steps.outputs import write_run_record
+
+    try:
+        if not task.is_offline():
+            task.reload()  # the user properties the controller set through the server
+        params = task.get_parameters_as_dict(cast=True)
+        record = {key: value for key, value in params.get("properties", {}).items() if key.startswith("data_")}
+        record.update({name: params.get("Args", {}).get(name) for name in ("test_size", "random_state")})
+        write_run_record(output_dir, record, since=psutil.Process().create_time())
+    except Exception:  # a convenience for predict: never the reason a finished run fails
+        pass

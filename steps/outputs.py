@@ -650,3 +650,37 @@ def write_run_outputs(
         written = write_run_files(stage, metrics, figures, models)
     final = Path(output_dir).expanduser().absolute()
     return {rel: final / rel for rel in written}
+
+
+#: What a run trained on, beside its results: the data's source, SHA-256 and rows, and the split.
+RUN_RECORD = "run.json"
+
+
+def write_run_record(output_dir: str | os.PathLike, record: Mapping[str, object], since: float = 0.0) -> Optional[Path]:
+    """Write ``record`` as ``output_dir/run.json`` (atomically) beside the results a run just wrote there.
+
+    Nothing is written unless ``metrics.csv`` is there and newer than ``since`` (the run's start: a
+    re-run writing elsewhere never labels another run's folder), or when ``run.json`` already exists.
+
+    :returns: the file written, or None.
+    """
+    folder = Path(output_dir).expanduser()
+    target = folder / RUN_RECORD
+    try:
+        if target.exists() or (folder / LAST_FILE).stat().st_mtime < since:
+            return None
+        partial = folder / f".{RUN_RECORD}.{uuid.uuid4().hex[:8]}"
+        partial.write_text(json.dumps(dict(record), indent=1, default=str) + "\n")
+        os.replace(partial, target)
+    except OSError:  # no results here, or a read-only folder: the record is a convenience
+        return None
+    return target
+
+
+def read_run_record(run_dir: str | os.PathLike) -> dict:
+    """The record :func:`write_run_record` left in ``run_dir``; ``{}`` when there is none or it is unreadable."""
+    try:
+        record = json.loads((Path(run_dir).expanduser() / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -234,3 +234,25 @@ def predict_csv(
         )
     _write_new_file(predictions, output)
     return predictions, metrics
+
+
+def training_data_note(run_dir: str | os.PathLike, data_path: str | os.PathLike) -> str:
+    """One line when ``data_path`` is the very file the run trained on (its SHA-256 is the one the run
+    recorded in ``run.json``, :func:`steps.outputs.write_run_record`), else ``""``."""
+    import math
+
+    from steps.datafile import file_sha256
+    from steps.outputs import RUN_RECORD, read_run_record
+
+    record = read_run_record(run_dir)
+    try:
+        same = bool(record.get("data_sha256")) and file_sha256(Path(data_path).expanduser()) == record["data_sha256"]
+        rows, test_size = int(record.get("data_rows", 0)), float(record.get("test_size", 0.0))
+    except (OSError, ValueError, TypeError):
+        return ""
+    if not same:
+        return ""
+    trained = rows - math.ceil(rows * test_size)  # as train_test_split counts the test rows
+    return (f"note: this is the run's own training data (SHA-256 as in {RUN_RECORD}): {trained:,} of its {rows:,} "
+            f"rows trained the models (test_size {test_size:g}, random_state {record.get('random_state')}), so "
+            "these scores are optimistic; the run's test-set scores are in its metrics.csv")
