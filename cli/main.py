@@ -116,6 +116,7 @@ def run_agent_controller(pipeline: ModuleType) -> int:
         p = controller.agent_parameters()
     except ParameterError as exc:
         task = Task.get_task(task_id=os.environ["CLEARML_TASK_ID"])
+        controller.forget_cloned_runs(task)
         task.mark_failed(status_reason=str(exc), status_message=str(exc), force=True)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         controller.leave_to_agent()  # the agent stops this process: no "completed successfully" line

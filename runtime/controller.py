@@ -164,6 +164,17 @@ def agent_parameters() -> PipelineParameters:
     return p
 
 
+def forget_cloned_runs(task) -> None:
+    """A re-run refused before its first step: its DAG (copied from the run it was cloned from) no longer
+    shows that run's steps as this run's, so the pipeline page shows no step run."""
+    dag = task.get_configuration_object_as_dict("Pipeline") or {}
+    for node in dag.values():
+        if isinstance(node, dict):
+            node.update(executed=None, status="pending", job_started=None, job_ended=None)
+    if dag:
+        task.set_configuration_object("Pipeline", config_dict=dag, config_type="dictionary")
+
+
 def leave_to_agent(timeout: float = 60.0) -> None:
     """An agent runs this controller and its failure is recorded on the task: wait for the agent to stop us.
 

@@ -413,8 +413,12 @@ def _write_marker(fd: int) -> None:
 
 
 def _register(path: Path, fd: int, created: bool) -> None:
-    """Remember the claim (released at exit); the marker says who holds it."""
+    """Remember the claim (released at exit: the first claim registers :func:`release_all_claims` with
+    :mod:`atexit`, so that importing this module registers nothing); the marker says who holds it."""
     _write_marker(fd)
+    if not _CLAIMS:
+        atexit.unregister(release_all_claims)  # once, however many claims come and go
+        atexit.register(release_all_claims)
     _CLAIMS[path] = _Claim(path, fd, created)
 
 
@@ -453,7 +457,6 @@ def release_output_dir(output_dir: str | os.PathLike) -> None:
             _remove_created(path, True)
 
 
-@atexit.register
 def release_all_claims() -> None:
     """Release every output folder this process claimed (also run at exit)."""
     for path in list(_CLAIMS):
