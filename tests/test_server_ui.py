@@ -1,0 +1,162 @@
+"""What the web UI shows of a run (issue 18), read through the REST calls the UI makes and, where the
+point is visual, as page text in a real browser (``tests/ui_pages.py``): models a user can tell apart,
+step consoles that say what each step did, a failed run that says why, scores side by side on the
+pipeline run, and ``Args`` without a machine's path.
+
+Set ``UPDATE_DOCS_IMAGES=1`` to copy the screenshots into ``docs/images/`` (``docs/web-ui.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from server_support import ROOT, run_cli, run_id
+
+pytestmark = pytest.mark.server
+STEPS = ("load", "split", "train_polynomial", "train_xgboost", "evaluate")
+
+
+@pytest.fixture(scope="session")
+def ui_run(agents, checkout, data):
+    """``--mode local`` without ``--output-dir``: the run's files go to a new ``runs/`` folder of the checkout."""
+    result = run_cli(agents, checkout, "--mode", "local", "--data", str(data))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = run_id(result.stdout)
+    assert agents.api.wait(run, timeout=900)["status"] == "completed"
+    folder = next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("results: "))
+    return run, Path(folder)
+
+
+def console(server, task_id: str) -> list[str]:
+    """The task's console lines, oldest first (the web UI's CONSOLE tab: ``events.get_task_log``)."""
+    events = server.api("events.get_task_log", task=task_id, batch_size=5000, navigate_earlier=False)["events"]
+    return [line for event in events for line in str(event.get("msg", "")).splitlines()]
+
+
+def pages(server, tmp_path, specs: list[dict]) -> dict[str, str]:
+    """Open pages in the web UI in a real browser (``tests/ui_pages.py``); ``{name: visible text}``."""
+    from server_support import harness_python, web_available
+
+    why = web_available() if server.web else "the test server was started without its web UI"
+    if why:
+        pytest.skip(why)
+    spec = tmp_path / "pages.json"
+    spec.write_text(json.dumps(specs))
+    shots = tmp_path / "shots"
+    result = subprocess.run([str(harness_python()), str(Path(__file__).parent / "ui_pages.py"),
+                             server.env["CLEARML_WEB_HOST"], str(shots), str(spec)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if os.environ.get("UPDATE_DOCS_IMAGES"):
+        for shot in shots.glob("*.png"):
+            shutil.copyfile(shot, ROOT / "docs" / "images" / shot.name)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_models_are_named_by_run_with_framework_and_description(agents, ui_run, tmp_path):
+    run, folder = ui_run
+    task = agents.api.task(run)
+    evaluate = agents.api.step_tasks(run)["evaluate"]
+    models = {m["tags"][0]: m for m in agents.api("models.get_all_ex", task=[evaluate])["models"]}
+    metrics = pd.read_csv(folder / "metrics.csv").set_index("model")
+    sha = agents.api.params(run)["properties/data_sha256"]
+    assert set(models) == {"polynomial", "xgboost"}
+    for kind, model in models.items():
+        assert model["name"] == f"{task['name']} · {kind}"
+        assert model["framework"] == ("XGBoost" if kind == "xgboost" else "ScikitLearn")
+        comment = model["comment"]
+        assert f"R2 {metrics.loc[kind, 'r2']:.4f}" in comment and f"SHA-256 {sha}" in comment
+        assert f"run: {task['name']} (task {run})" in comment
+        assert ".partial" not in comment and "snapshot" not in comment  # no staging path of the run's folder
+    linked = {m["name"]: m["model"]["id"] for m in task["models"]["output"]}  # the pipeline run's models
+    assert linked == {kind: model["id"] for kind, model in models.items()}
+    texts = pages(agents, tmp_path, [{"name": "web-ui-models", "url": f"{agents.env['CLEARML_WEB_HOST']}/projects/*/models",
+                                      "wait_for": f"{task['name']} · xgboost"}])
+    shown = texts["web-ui-models"]
+    assert f"{task['name']} · xgboost" in shown and f"{task['name']} · polynomial" in shown
+    assert "XGBoost" in shown and "ScikitLearn" in shown
+
+
+def test_each_step_console_says_what_it_did(agents, ui_run, tmp_path):
+    run, folder = ui_run
+    steps = agents.api.step_tasks(run)
+    sha = agents.api.params(run)["properties/data_sha256"]
+    expected = {
+        "load": ["info: loaded ", "20640 rows x 9 columns", f"sha256 {sha}"],
+        "split": ["info: split 20640 rows: 16512 train, 4128 test"],
+        "train_polynomial": ["info: trained polynomial on 16512 rows in", "info: validation polynomial: R2"],
+        "train_xgboost": ["info: trained xgboost on 16512 rows in", "rounds", "info: validation xgboost: R2"],
+        "evaluate": ["info: test xgboost: R2", "info: test polynomial: R2", f"results written to {folder}"],
+    }
+    for step, needles in expected.items():
+        text = "\n".join(console(agents, steps[step]))
+        for needle in needles:
+            assert needle in text, (step, needle, text[-2000:])
+    project = agents.api.task(steps["evaluate"])["project"]["id"]
+    texts = pages(agents, tmp_path, [{"name": "web-ui-step-console", "wait_for": "results written to",
+                                      "url": f"{agents.env['CLEARML_WEB_HOST']}/projects/{project}/tasks/"
+                                             f"{steps['evaluate']}/output/log"}])
+    assert "info: test xgboost: R2" in texts["web-ui-step-console:content"]
+
+
+def test_args_hold_no_machine_path_without_output_dir(agents, ui_run):
+    run, folder = ui_run
+    assert agents.api.params(run)["Args/output_dir"] == ""
+    assert agents.api.params(agents.api.step_tasks(run)["evaluate"])["kwargs/output_dir"] == ""
+    assert folder.parent.name == "runs" and (folder / "metrics.csv").is_file()  # a new runs/ folder here
+
+
+def test_pipeline_run_carries_test_and_validation_scores(agents, ui_run):
+    run, folder = ui_run
+    scalars = agents.api.last_scalars(run)  # what the runs table's metric columns and Compare read
+    metrics = pd.read_csv(folder / "metrics.csv").set_index("model")
+    for kind in ("polynomial", "xgboost"):
+        assert scalars[("R2", kind)] == pytest.approx(metrics.loc[kind, "r2"], rel=1e-6)
+        assert 0.5 < scalars[("validation R2", kind)] < 1
+        assert ("Summary", f"{kind}/validation R2") in scalars
+
+
+def test_xgboost_curve_is_a_scalar_series_per_round(agents, ui_run):
+    run, _ = ui_run
+    xgb = agents.api.step_tasks(run)["train_xgboost"]
+    curve = agents.api("events.scalar_metrics_iter_histogram", task=xgb)["XGBoost early stopping"]
+    series = curve["validation RMSE ($100k)"]
+    assert series["x"][0] == 1 and len(series["x"]) > 100 and series["x"] == sorted(series["x"])
+
+
+def test_failed_run_says_why_on_the_pipeline_page(agents, ui_run, tmp_path):
+    """A re-run on a CSV that fails the load step: the reason, the failed node, and a console that agrees."""
+    run, _ = ui_run
+    bad = tmp_path / "bad.csv"
+    frame = pd.read_csv(ROOT / "data" / "cal_housing.csv")
+    frame["median_income"] = frame["median_income"].astype(object)
+    frame.loc[20000, "median_income"] = "n/a?"
+    frame.to_csv(bad, index=False)
+    clone = agents.api.rerun(run, {"data_path": str(bad)})
+    assert agents.api.wait(clone, timeout=600)["status"] == "failed"
+    load = agents.api.dag(clone)["load"].get("job_id")  # the DAG node the pipeline page draws as failed
+    assert load and agents.api.task(load)["status"] == "failed"
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("Task failed" in line for line in console(agents, clone)):
+        time.sleep(3)
+    lines = [line for line in console(agents, clone) if line.strip()]
+    assert not any("Process completed successfully" in line for line in lines), lines[-10:]
+    assert any(line.startswith("error: step 'load' failed") for line in lines), lines[-10:]
+    task = agents.api.task(clone)  # the agent has stopped the controller and left the reason
+    assert task["status"] == "failed" and task["status_reason"].startswith("step 'load' failed"), task["status_reason"]
+    project = task["project"]["id"]
+    url = f"{agents.env['CLEARML_WEB_HOST']}/pipelines/{project}/tasks/{clone}"
+    texts = pages(agents, tmp_path, [{"name": "web-ui-failed-run", "url": url, "wait_for": "load"},
+                                     {"name": "web-ui-failed-run-details", "url": url, "click": ["DETAILS"],
+                                      "wait_for": "error: step 'load' failed"}])
+    assert "Failed" in texts["web-ui-failed-run"]  # the run, in the runs list; its load node is drawn failed
+    assert "error: step 'load' failed" in texts["web-ui-failed-run-details"]  # the controller's console
