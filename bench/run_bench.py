@@ -61,7 +61,8 @@ from bench.server import start_clearml_server
 #: The sections, in the order they run, and their headings in ``results.md``.
 SECTIONS = {"overhead": "## Overhead: ClearML pipeline (offline, `--mode local`) vs plain script",
             "scale": "## Scale: whole pipeline run on enlarged data",
-            "quality": "## Quality: test-set metrics over seeds"}
+            "quality": "## Quality: test-set metrics over seeds",
+            "tuning": "## Tuning: cost of an optimize trial; tuned XGBoost vs defaults over seeds"}
 
 
 def int_list(text: str) -> list[int]:
@@ -95,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CSV (StatLib or scikit-learn layout); default $CAL_HOUSING_CSV, else "
                              "../shared/data/cal_housing.csv, else scikit-learn's download")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder of results.md / results.csv")
-    parser.add_argument("--sections", default="overhead,scale,quality", help="which measurements to run")
+    parser.add_argument("--sections", default="overhead,scale,quality",
+                        help="which measurements to run (also: tuning, see bench/tuning.py)")
+    parser.add_argument("--tuning-trials", type=int, default=16, help="Optuna trials of the tuning section")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a benchmarked run is stopped")
     parser.add_argument("--quiet-wait", type=float, default=120.0,
                         help=f"before each measured run, wait up to this many seconds until other processes use "
@@ -143,7 +146,14 @@ def run_quality(args, data: Path, tmp: Path, logs: Path, settings: Settings) -> 
     return quality_rows(table, args.degrees, DEFAULTS.poly_degree)
 
 
-RUNNERS = {"overhead": run_overhead, "scale": run_scale, "quality": run_quality}
+def run_tuning(args, data: Path, tmp: Path, logs: Path, settings: Settings) -> tuple[list, list, list]:
+    """The tuning section (``bench/tuning.py``; its own test server): rows, markdown, goals."""
+    from bench.tuning import measure_tuning
+
+    return measure_tuning(data, tmp, settings.code_root, args.tuning_trials, args.seeds)
+
+
+RUNNERS = {"overhead": run_overhead, "scale": run_scale, "quality": run_quality, "tuning": run_tuning}
 
 
 def run_sections(args, sections: list[str], data: Path, tmp: Path, logs: Path,

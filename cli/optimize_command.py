@@ -204,5 +204,5 @@ def run_optimize(options: OptimizeOptions, pipeline: ModuleType) -> int:
         session.start()
         session.follow()
     except KeyboardInterrupt:
-        return session.interrupted()
+        session.interrupted()  # raises KeyboardInterrupt again: cli.errors answers (exit 130)
     return EXIT_OK if session.finish() else EXIT_FAILED

@@ -233,11 +233,12 @@ def build_optimizer(task, base_id: str, ranges: list, objective: str, *, strateg
     return optimizer
 
 
-def _descendants(client, parents: list[str]) -> list:
-    """Tasks whose parent is one of ``parents`` (the trials of an optimizer; the steps of a trial)."""
-    if not parents:
+def _children(client, parent: str) -> list:
+    """Tasks whose parent is ``parent`` (the trials of an optimizer; the steps of a trial)."""
+    try:
+        return list(client.tasks.get_all(parent=parent, only_fields=["id", "status"], search_hidden=True) or [])
+    except Exception:  # the server hiccuped: the second pass of the caller tries again
         return []
-    return list(client.tasks.get_all(parent=parents, only_fields=["id", "status", "parent"]) or [])
 
 
 def stop_trials(optimizer_id: str, reason: str = "the optimization was interrupted") -> int:
@@ -249,8 +250,8 @@ def stop_trials(optimizer_id: str, reason: str = "the optimization was interrupt
     from clearml.backend_api.session.client import APIClient
 
     client, stopped = APIClient(), 0
-    trials = _descendants(client, [optimizer_id])
-    for task in trials + _descendants(client, [t.id for t in trials]):
+    trials = _children(client, optimizer_id)
+    for task in trials + [step for trial in trials for step in _children(client, trial.id)]:
         if str(task.status) not in ("queued", "in_progress", "created"):
             continue
         try:

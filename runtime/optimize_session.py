@@ -207,11 +207,11 @@ class OptimizeSession:
                   file=sys.stderr, flush=True)
         return best is not None
 
-    def interrupted(self) -> int:
-        """Ctrl-C or SIGTERM: stop the optimizer and every trial (and its steps), mark the task aborted; exit 130."""
-        from runtime.interrupts import EXIT_INTERRUPTED
-
-        print("interrupted: stopping the optimizer and its trials", file=sys.stderr, flush=True)
+    def interrupted(self) -> None:
+        """Ctrl-C or SIGTERM: stop the optimizer and every trial (and its steps), mark the task aborted; then
+        raise KeyboardInterrupt again (``cli.errors``: ``error: interrupted``, exit 130)."""
+        print("interrupted: stopping the optimizer and its trials ...", file=sys.stderr, flush=True)
+        search = getattr(self.optimizer, "_thread", None)  # ClearML's search thread (launches the trials)
         if self.optimizer is not None:
             self.optimizer.stop(wait_for_reporter=False)  # no new trial; running ones aborted
         _stop_children()
@@ -222,6 +222,8 @@ class OptimizeSession:
                 time.sleep(2)
             self.task.close()  # first: closing marks a running task completed
             self.task.mark_stopped(force=True, status_message="interrupted (Ctrl-C)")
-        print(f"error: interrupted; {stopped} trial task(s) stopped, none left queued or running",
+        if search is not None:
+            search.join(timeout=30)  # it sees its trials aborted and ends (none may start at exit)
+        print(f"stopped {stopped} trial task(s): none left queued or running; the optimizer's task is aborted",
               file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        raise KeyboardInterrupt

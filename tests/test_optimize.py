@@ -119,7 +119,7 @@ def _check_search(server, base: str, result, trials: int = 2) -> tuple[str, list
     assert len(runs) == trials and all(t["status"] == "completed" for t in runs)
     base_steps = api.step_tasks(base)
     for trial in runs:
-        assert trial["project"]["id"] == api.task(base)["project"]  # the pipeline's hidden project: Pipelines page
+        assert trial["project"]["id"] == api.task(base)["project"]["id"]  # the pipeline's hidden project: Pipelines page
         assert "pipeline" in trial["system_tags"]
         steps = api.step_tasks(trial["id"])
         assert steps["load"] == base_steps["load"] and steps["split"] == base_steps["split"]  # from the cache
@@ -200,10 +200,14 @@ def test_ctrl_c_stops_the_search_and_leaves_nothing_queued_or_running(two_agents
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
-    assert err.strip().splitlines()[-1].startswith("error: interrupted;"), err[-2000:]
+    assert err.strip().splitlines()[-2:] == [
+        f"stopped {err.split('stopped ')[-1].split(' ')[0]} trial task(s): none left queued or running; the "
+        "optimizer's task is aborted", "error: interrupted"], err[-2000:]
+    assert "Traceback" not in err
     trials = _trials(server.api, optimizer_id)
     assert trials
-    steps = server.api("tasks.get_all_ex", parent=[t["id"] for t in trials], only_fields=["id", "status"])["tasks"]
+    steps = [step for t in trials for step in server.api("tasks.get_all_ex", parent=t["id"],
+                                                          only_fields=["id", "status"])["tasks"]]
     time.sleep(5)  # what an agent might still pick up
     for task in trials + steps:
         assert server.api.task(task["id"])["status"] not in ("queued", "in_progress"), task
