@@ -101,11 +101,11 @@ def test_one_model_per_estimator_with_metrics_and_kind(agents, local_run):
     evaluate = agents.api.step_tasks(run)["evaluate"]
     models = agents.api("models.get_all", task=[evaluate])["models"]
     metrics = pd.read_csv(out / "metrics.csv").set_index("model")
-    assert sorted(m["name"] for m in models) == ["polynomial", "xgboost"]
+    assert sorted(m["tags"][0] for m in models) == ["polynomial", "xgboost"]
     for model in models:
-        assert model["tags"] == [model["name"]]
+        assert model["name"].endswith(f" · {model['tags'][0]}")  # named by run and kind
         meta = {m["key"]: float(m["value"]) for m in model["metadata"].values()}
-        assert meta["r2"] == pytest.approx(metrics.loc[model["name"], "r2"], abs=1e-6)
+        assert meta["r2"] == pytest.approx(metrics.loc[model["tags"][0], "r2"], abs=1e-6)
         assert model["uri"].startswith("http://127.0.0.1:")  # uploaded to the file server
     shown = {m["name"] for m in agents.api.task(run)["models"]["output"]}
     assert shown == {"polynomial", "xgboost"}  # the Models of the pipeline run (monitored)
@@ -114,7 +114,7 @@ def test_one_model_per_estimator_with_metrics_and_kind(agents, local_run):
 def test_a_registered_model_loads_again_through_input_model(agents, local_run, data, tmp_path):
     run, out = local_run
     evaluate = agents.api.step_tasks(run)["evaluate"]
-    model_id = next(m["id"] for m in agents.api("models.get_all", task=[evaluate])["models"] if m["name"] == "xgboost")
+    model_id = next(m["id"] for m in agents.api("models.get_all", task=[evaluate])["models"] if m["tags"] == ["xgboost"])
     code = ("import json, sys, joblib; from clearml import InputModel; "
             "sys.path.insert(0, sys.argv[3]); from steps.data import load_dataset; "
             "m = joblib.load(InputModel(model_id=sys.argv[1]).get_local_copy()); "
