@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import csv
 import gzip
 import io
@@ -46,7 +47,8 @@ _DELIMITERS = (",", ";", "\t", "|")
 class CsvFormat:
     """How to read a CSV file with :func:`pandas.read_csv`.
 
-    :ivar compression: pandas' name of the compression (``None``, ``"gzip"``, ``"bz2"``, ``"xz"``, ``"zip"``).
+    :ivar compression: pandas' name of the compression (``None``, ``"gzip"``, ``"bz2"``, ``"xz"``, ``"zip"``),
+        or :data:`PARQUET` for a Parquet file (read with :func:`pandas.read_parquet`, ``encoding`` unused).
     :ivar encoding: the text encoding, a Python codec name (``"utf-8-sig"``, ``"utf-16"``, ``"cp1252"``, ...).
     :ivar delimiter: ``","``, ``";"``, ``"\\t"``, ``"|"`` or :data:`WHITESPACE`.
     :ivar columns: the header's column names, stripped of blanks and quotes (``""`` for a blank name).
@@ -69,31 +71,44 @@ def clean_name(name: str) -> str:
 
 # --------------------------------------------------------------------------- what a file is
 
+#: The leading (and trailing) bytes of an Apache Parquet file.
+PARQUET_MAGIC = b"PAR1"
+#: :attr:`CsvFormat.compression` of a Parquet file: read with :func:`pandas.read_parquet`, not as text.
+PARQUET = "parquet"
+
+
 #: Leading bytes of file formats that are not text, with what to call them and how to convert them.
 #: ``{path}`` is the file. Checked in order, after decompression.
 _SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", 0, "an Excel 97-2003 workbook (.xls) or another OLE2 Office file",
-     "open it in Excel or LibreOffice and save it as CSV UTF-8, or run "
-     "python -c \"import pandas; pandas.read_excel('{path}').to_csv('data.csv', index=False)\" (needs xlrd)"),
-    (b"PAR1", 0, "an Apache Parquet file",
-     "convert it: python -c \"import pandas; pandas.read_parquet('{path}').to_csv('data.csv', index=False)\""),
+     "open it in Excel or LibreOffice and save it as CSV UTF-8, or run pip install xlrd, then "
+     "python -c \"import pandas; pandas.read_excel('{path}').to_csv('data.csv', index=False)\""),
+    (PARQUET_MAGIC, 0, "an Apache Parquet file", "decompress it and pass the Parquet file itself (pandas reads it"
+     " with pyarrow)"),
     (b"ARROW1", 0, "an Apache Arrow / Feather v2 file",
-     "convert it: python -c \"import pandas; pandas.read_feather('{path}').to_csv('data.csv', index=False)\""),
+     "convert it: pip install pyarrow, then "
+     "python -c \"import pandas; pandas.read_feather('{path}').to_csv('data.csv', index=False)\""),
     (b"FEA1", 0, "a Feather v1 file",
-     "convert it: python -c \"import pandas; pandas.read_feather('{path}').to_csv('data.csv', index=False)\""),
+     "convert it: pip install pyarrow, then "
+     "python -c \"import pandas; pandas.read_feather('{path}').to_csv('data.csv', index=False)\""),
     (b"ORC", 0, "an Apache ORC file",
-     "convert it: python -c \"import pandas; pandas.read_orc('{path}').to_csv('data.csv', index=False)\""),
+     "convert it: pip install pyarrow, then "
+     "python -c \"import pandas; pandas.read_orc('{path}').to_csv('data.csv', index=False)\""),
     (b"Obj\x01", 0, "an Apache Avro file", "convert it to CSV (e.g. with fastavro or avro-tools tojson) and pass the CSV"),
     (b"SQLite format 3\x00", 0, "an SQLite database",
-     "export the table: sqlite3 -header -csv '{path}' 'SELECT * FROM <table>' > data.csv"),
+     "export its table{tables}: python -c \"import sqlite3, pandas; pandas.read_sql('SELECT * FROM {table}', "
+     "sqlite3.connect('{path}')).to_csv('data.csv', index=False)\""),
     (b"\x89HDF\r\n\x1a\n", 0, "an HDF5 file",
-     "convert it: python -c \"import pandas; pandas.read_hdf('{path}').to_csv('data.csv', index=False)\""),
+     "convert it: pip install tables, then "
+     "python -c \"import pandas; pandas.read_hdf('{path}').to_csv('data.csv', index=False)\""),
     (b"\x93NUMPY", 0, "a NumPy array file (.npy), which has no column names",
      "save it as a CSV with a header row (e.g. pandas.DataFrame(numpy.load('{path}'), columns=[...]).to_csv(...))"),
     (b"$FL2", 0, "an SPSS data file (.sav)",
-     "convert it: python -c \"import pandas; pandas.read_spss('{path}').to_csv('data.csv', index=False)\""),
+     "convert it: pip install pyreadstat, then "
+     "python -c \"import pandas; pandas.read_spss('{path}').to_csv('data.csv', index=False)\""),
     (b"$FL3", 0, "an SPSS data file (.sav)",
-     "convert it: python -c \"import pandas; pandas.read_spss('{path}').to_csv('data.csv', index=False)\""),
+     "convert it: pip install pyreadstat, then "
+     "python -c \"import pandas; pandas.read_spss('{path}').to_csv('data.csv', index=False)\""),
     (b"<stata_dta>", 0, "a Stata data file (.dta)",
      "convert it: python -c \"import pandas; pandas.read_stata('{path}').to_csv('data.csv', index=False)\""),
     (b"\xc2\xea\x81\x60\xb3\x14\x11\xcf\xbd\x92\x08\x00\x09\xc7\x31\x8c\x18\x1f\x10\x11", 12, "a SAS data file (.sas7bdat)",
@@ -105,10 +120,11 @@ _SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
     (b"GIF8", 0, "a GIF image", "pass the CSV file of the data instead"),
     (b"\x7fELF", 0, "an executable program (ELF)", "pass the CSV file of the data instead"),
     (b"\x28\xb5\x2f\xfd", 0, "a zstd-compressed file",
-     "decompress it (unzstd '{path}') and pass the CSV file"),
+     "decompress it: pip install zstandard, then python -c \"import pandas; pandas.read_csv('{path}', "
+     "compression='zstd').to_csv('data.csv', index=False)\""),
     (b"\x1f\x9d", 0, "a compress'd (.Z) file", "decompress it (uncompress or gunzip) and pass the CSV file"),
-    (b"7z\xbc\xaf\x27\x1c", 0, "a 7-Zip archive", "extract it (7z x) and pass the CSV file inside"),
-    (b"Rar!\x1a\x07", 0, "a RAR archive", "extract it (unrar x) and pass the CSV file inside"),
+    (b"7z\xbc\xaf\x27\x1c", 0, "a 7-Zip archive", "extract it with an archive tool (7-Zip) and pass the CSV file inside"),
+    (b"Rar!\x1a\x07", 0, "a RAR archive", "extract it with an archive tool that reads RAR and pass the CSV file inside"),
 )
 #: Python pickle: protocol 2 and up start with PROTO (0x80) and the protocol number.
 _PICKLE = re.compile(rb"\x80[\x02-\x05]")
@@ -167,14 +183,14 @@ def _zip_member(path: Path) -> str:
             names = [i.filename for i in archive.infolist() if _is_file_entry(i)]
             if "[Content_Types].xml" in names and any(n.startswith("xl/") for n in names):
                 raise _refuse(path, "an Excel workbook (.xlsx)", "in Excel choose File > Save As > CSV UTF-8, or "
-                              "python -c \"import pandas; pandas.read_excel('{path}').to_csv('data.csv', index=False)\" "
-                              "(needs openpyxl)")
+                              "pip install openpyxl, then python -c \"import pandas; pandas.read_excel('{path}')"
+                              ".to_csv('data.csv', index=False)\"")
             if "mimetype" in names:
                 kind = archive.read("mimetype")[:100].decode("ascii", "replace")
                 if "opendocument.spreadsheet" in kind:
                     raise _refuse(path, "an OpenDocument spreadsheet (.ods)", "in LibreOffice choose File > Save As > "
-                                  "Text CSV, or python -c \"import pandas; pandas.read_excel('{path}', engine='odf')"
-                                  ".to_csv('data.csv', index=False)\" (needs odfpy)")
+                                  "Text CSV, or pip install odfpy, then python -c \"import pandas; pandas.read_excel("
+                                  "'{path}', engine='odf').to_csv('data.csv', index=False)\"")
                 raise _refuse(path, f"an OpenDocument file ({kind.strip()})", "export the table as CSV and pass that file")
             if "[Content_Types].xml" in names:
                 raise _refuse(path, "an Office document (Word or PowerPoint)", "export the table as CSV and pass that file")
@@ -276,8 +292,8 @@ def _text_format(path: Path, text: str, inside: str) -> None:
                           "Text CSV", inside)
         if "<html" in start or start.startswith("<!doctype html") or "<table" in start:
             raise _refuse(path, "an HTML page (a web page saved by mistake?)", "download the raw CSV file instead", inside)
-        raise _refuse(path, "an XML document", "convert it: python -c \"import pandas; pandas.read_xml('{path}')"
-                      ".to_csv('data.csv', index=False)\"", inside)
+        raise _refuse(path, "an XML document", "convert it: python -c \"import pandas; pandas.read_xml('{path}', "
+                      "parser='etree').to_csv('data.csv', index=False)\"", inside)
     if start[:1] in "{[":
         first = start.splitlines()[0] if start else ""
         lines = "JSON Lines (one JSON record per line)" if first.startswith("{") and first.rstrip().endswith("}") \
@@ -346,6 +362,8 @@ def sniff_csv(path: Path, expected_columns: Iterable[str] = ()) -> CsvFormat:
     """
     path = Path(path)
     raw = _first_bytes(path)
+    if raw.startswith(PARQUET_MAGIC):
+        return _parquet_format(path)
     compression = _compression(raw)
     member = _zip_member(path) if compression == "zip" else None
     inside = f" ({_COMPRESSED_NAME[compression]})" if compression else ""
@@ -361,6 +379,30 @@ def sniff_csv(path: Path, expected_columns: Iterable[str] = ()) -> CsvFormat:
     columns = tuple(clean_name(c) for c in _split(header, delimiter))
     return CsvFormat(compression, encoding, delimiter, columns, member,
                      skip_lines=_blank_lines(text) + (1 if hint else 0))
+
+
+def parquet_engine() -> Optional[str]:
+    """The package pandas reads Parquet with here (``pyarrow`` or ``fastparquet``), or None."""
+    import importlib.util
+
+    return next((name for name in ("pyarrow", "fastparquet") if importlib.util.find_spec(name)), None)
+
+
+def _parquet_format(path: Path) -> CsvFormat:
+    """A Parquet file's :class:`CsvFormat` (its column names), or one line naming what to install or what is wrong."""
+    if parquet_engine() is None:
+        raise DataError(f"{path} is an Apache Parquet file, which pandas reads once pyarrow is installed: "
+                        "pip install pyarrow (or pass the data as CSV)")
+    return CsvFormat(PARQUET, "", ",", tuple(clean_name(str(c)) for c in _read_parquet(path).columns))
+
+
+def _read_parquet(path: Path, columns: Optional[list[str]] = None) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:  # pyarrow's and fastparquet's own errors: a damaged or unsupported file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path} is an Apache Parquet file that pandas cannot read ({first}); write it again, "
+                        "or pass the data as CSV") from None
 
 
 def _first_bytes(path: Path) -> bytes:
@@ -400,7 +442,9 @@ def _refuse_binary_formats(path: Path, head: bytes, inside: str) -> None:
     """Refuse a file whose leading bytes are those of a known non-text format (:data:`_SIGNATURES`, Stata, pickle)."""
     for magic, offset, what, fix in _SIGNATURES:
         if head[offset:offset + len(magic)] == magic:
-            raise _refuse(path, what, fix, inside)
+            tables = [] if inside or "{table}" not in fix else _sqlite_tables(path)
+            fix = fix.replace("{tables}", f" (one of: {', '.join(tables)})" if len(tables) > 1 else "")
+            raise _refuse(path, what, fix.replace("{table}", f"[{tables[0]}]" if tables else "<table>"), inside)
     if head[:1] in b"\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f\x70\x71\x72\x73" and head[1:2] in b"\x01\x02" \
             and head[2:3] == b"\x01":  # Stata formats 104-115: version, byte order, file type 1
         raise _refuse(path, "a Stata data file (.dta)", "convert it: python -c \"import pandas; pandas.read_stata("
@@ -408,6 +452,17 @@ def _refuse_binary_formats(path: Path, head: bytes, inside: str) -> None:
     if _PICKLE.match(head):
         raise _refuse(path, "a Python pickle", "convert it (only if you trust its source): python -c \"import "
                       "pandas; pandas.read_pickle('{path}').to_csv('data.csv', index=False)\"", inside)
+
+
+def _sqlite_tables(path: Path) -> list[str]:
+    """The tables of an SQLite database (for the export command a message suggests); [] when they cannot be listed."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as con:
+            return [row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    except sqlite3.Error:
+        return []
 
 
 def _blank_lines(text: str) -> int:
@@ -435,6 +490,8 @@ def count_data_rows(path: Path, fmt: Optional[CsvFormat] = None) -> int:
     :func:`sniff_csv` accepts (``fmt``: its result; sniffed when not given)."""
     path = Path(path)
     fmt = fmt or sniff_csv(path)
+    if fmt.compression == PARQUET:
+        return len(_read_parquet(path, columns=list(fmt.columns[:1])))
     try:
         with open_text(path, fmt) as fh:
             for _ in range(fmt.skip_lines):  # blank lines and Excel's "sep=;" line before the header
@@ -465,6 +522,10 @@ def read_csv_chunks(path: Path, fmt: CsvFormat, usecols: Iterable[str], chunksiz
     :raises DataError: pandas cannot parse the file as a table (its first error line is quoted), or
         a data row has a value after the header's last column.
     """
+    if fmt.compression == PARQUET:
+        frame = _read_parquet(path, columns=[c for c in fmt.columns if c in set(usecols)])
+        yield from (frame.iloc[start:start + chunksize] for start in range(0, len(frame), chunksize))
+        return
     wanted = set(usecols)
     # Every column gets a unique name (those not read a placeholder), plus one for a field after the
     # last; the header line itself is skipped. (pandas refuses ``usecols`` with more names than fields.)

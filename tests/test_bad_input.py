@@ -771,18 +771,19 @@ Q = re.escape
 #: name -> (make, regular expression of the whole message after "<file> ").
 REFUSED = {
     "xlsx": (_xlsx, r"is an Excel workbook \(\.xlsx\), not a CSV file; in Excel choose File > Save As > CSV UTF-8, or "
-             r"python -c .*read_excel\('\S+'\)\.to_csv\('data\.csv', index=False\)\" \(needs openpyxl\)"),
+             r"pip install openpyxl, then python -c .*read_excel\('\S+'\)\.to_csv\('data\.csv', index=False\)\"$"),
     "xls": (_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512)),
             r"is an Excel 97-2003 workbook \(\.xls\) or another OLE2 Office file, not a CSV file; open it in Excel or "
-            r"LibreOffice and save it as CSV UTF-8, or run python -c .*read_excel"),
+            r"LibreOffice and save it as CSV UTF-8, or run pip install xlrd, then python -c .*read_excel"),
     "ods": (_ods, r"is an OpenDocument spreadsheet \(\.ods\), not a CSV file; in LibreOffice choose File > Save As > "
             r"Text CSV"),
     "parquet": (_bytes(b"PAR1\x15\x04\x15\x10" + bytes(64) + b"PAR1"),
-                r"is an Apache Parquet file, not a CSV file; convert it: python -c .*read_parquet"),
+                r"is an Apache Parquet file(, which pandas reads once pyarrow is installed: pip install pyarrow| that "
+                r"pandas cannot read \(.+\); write it again)"),
     "feather": (_bytes(b"ARROW1\x00\x00" + bytes(64)),
                 r"is an Apache Arrow / Feather v2 file, not a CSV file; .*read_feather"),
-    "sqlite": (_sqlite, r"is an SQLite database, not a CSV file; export the table: sqlite3 -header -csv '\S+' "
-               r"'SELECT \* FROM <table>' > data\.csv"),
+    "sqlite": (_sqlite, r"is an SQLite database, not a CSV file; export its table: python -c \"import sqlite3, pandas; "
+               r"pandas\.read_sql\('SELECT \* FROM \[\w+\]', sqlite3\.connect\('\S+'\)\)\.to_csv\('data\.csv'"),
     "pickle": (lambda p, f, t: f.to_pickle(p, compression=None),
                r"is a Python pickle, not a CSV file; convert it \(only if you trust its source\): .*read_pickle"),
     "stata": (lambda p, f, t: f.head(100).to_stata(p, write_index=False),
@@ -811,7 +812,8 @@ REFUSED = {
     "gzip_cut_in_the_middle": (lambda p, f, t: p.write_bytes(gzip.compress(t.encode())[:300_000]),
                                r"is a damaged gzip file \(.*\); decompress it again from its source, or pass the CSV "
                                r"file itself"),
-    "zstd": (_bytes(b"\x28\xb5\x2f\xfd" + bytes(64)), r"is a zstd-compressed file, not a CSV file; decompress it \(unzstd"),
+    "zstd": (_bytes(b"\x28\xb5\x2f\xfd" + bytes(64)),
+             r"is a zstd-compressed file, not a CSV file; decompress it: pip install zstandard, then python -c"),
     "pdf": (_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(64)), r"is a PDF document, not a CSV file"),
     "binary_noise": (_bytes(bytes(range(256)) * 8), r"is a binary file \(not text in any common encoding\), not a CSV "
                      r"file; export the data from the program that made it as CSV \(UTF-8\)"),
