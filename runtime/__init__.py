@@ -15,6 +15,9 @@ module                 what it is
 ``step_code``          ``step-code``
 ``reporting``          what the steps report (scalars, plots, tables, models)
 ``data_versions``      ClearML Data: ``register-data`` and ``--dataset-id``
+``optimize``           ``optimize``: HyperParameterOptimizer over the pipeline's ``Args`` (space, base run, stop)
+``optimize_session``   one ``optimize`` search: checks, the optimizer's task, trials followed, Ctrl-C
+``optimize_report``    ``optimize``'s lines: one per trial, the best trials, the command of the best
 ``sdk``                the only uses of ClearML's private internals, version-checked
 ``errors``             :class:`SetupError`
 =====================  =====================================================================
