@@ -1,7 +1,9 @@
-"""The real ClearML server of ``../shared/clearml-server`` for the tests: start, agents, REST API, runs.
+"""The ClearML server of the server tests: start or connect, agents, REST API, runs.
 
-The harness (a test tool, never needed by the product) starts ClearML's own API server, file
-server and web UI on loopback. Runs of the project go through its command line in subprocesses,
+The server is the one the environment names (:data:`NAMED`: ``CLEARML_TEST_API_HOST`` and keys; any
+ClearML server, agents found on it or started here), else the harness of ``../shared/clearml-server``
+(a test tool, never needed by the product), which starts ClearML's own API server, file server and web
+UI on loopback. Runs of the project go through its command line in subprocesses,
 with the harness's environment (``env.json``: server URLs, keys, ``CLEARML_CONFIG_FILE``, and
 proxies that send any non-loopback request to a dead port). The tests read the server back
 through its REST API, the calls the web UI makes.
@@ -9,10 +11,12 @@ through its REST API, the calls the web UI makes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -96,20 +100,27 @@ class Api:
 
 @dataclass
 class Server:
-    """A started harness: its state folder, environment for clients, and API."""
+    """A started harness or a server the environment named: its state folder, environment for clients, and API."""
 
     state: Path
     env: dict[str, str]
     web: bool
+    harness: bool = True
     api: Api = field(init=False)
     agents: set = field(default_factory=set)
+    started: list = field(default_factory=list)  # agent processes started here for a named server
 
     def __post_init__(self):
         self.api = Api(self.env["CLEARML_API_HOST"], self.env["CLEARML_API_ACCESS_KEY"],
                        self.env["CLEARML_API_SECRET_KEY"])
 
     def agent(self, queue: str) -> None:
-        """An agent on ``queue`` (started once), running tasks with this Python (nothing installed)."""
+        """An agent on ``queue`` (started once), running tasks with this Python (nothing installed); on a
+        named server, one that already serves ``queue`` if there is one."""
+        if queue not in self.agents and not self.harness:
+            if not serving_workers(self.api, queue):
+                self.started.append(start_agent(self, queue))
+            self.agents.add(queue)
         if queue not in self.agents:
             # an agent's tasks must not inherit this test process's output-folder claims (steps.outputs)
             env = {k: v for k, v in os.environ.items() if k != "STEPS_OUTPUT_CLAIM"}
@@ -122,6 +133,7 @@ class Server:
         return {**base, **self.env, **extra}
 
     def apiserver_5xx(self) -> list[str]:
+        """The API server's log lines with a 5xx answer (the harness's; a named server's log is not here)."""
         log = self.state / "logs" / "apiserver.log"
         return [line for line in log.read_text(errors="replace").splitlines()
                 if re.search(r"\b5\d\d\b", line) and "HTTP" in line] if log.exists() else []
@@ -157,7 +169,101 @@ def start_server(state: Path, web: bool) -> tuple[Optional[Server], str]:
 
 
 def stop_server(server: Server) -> None:
-    subprocess.run([str(HARNESS / "bin" / "stop"), str(server.state)], capture_output=True, timeout=120)
+    """Stop the harness, or the agents started here for a named server (the server itself is left alone)."""
+    if server.harness:
+        subprocess.run([str(HARNESS / "bin" / "stop"), str(server.state)], capture_output=True, timeout=120)
+    for process in server.started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+# --- a ClearML server named by the environment ------------------------------------------------------------
+
+#: The variables that name a server for the tests (``CLEARML_TEST_*``) and the client variable each becomes.
+#: Only the API host and the keys are required; web and file server follow ClearML's conventions.
+NAMED = {"CLEARML_TEST_API_HOST": "CLEARML_API_HOST", "CLEARML_TEST_API_ACCESS_KEY": "CLEARML_API_ACCESS_KEY",
+         "CLEARML_TEST_API_SECRET_KEY": "CLEARML_API_SECRET_KEY", "CLEARML_TEST_WEB_HOST": "CLEARML_WEB_HOST",
+         "CLEARML_TEST_FILES_HOST": "CLEARML_FILES_HOST"}
+
+
+def _derived(api: str, web_or_files: str) -> str:
+    """The web or file server beside API server ``api``: port 8008 -> 8080/8081, ``api.`` -> ``app.``/``files.``."""
+    port, sub = {"web": (":8080", "//app."), "files": (":8081", "//files.")}[web_or_files]
+    if re.search(r":8008/?$", api):
+        return re.sub(r":8008/?$", port, api)
+    return api.replace("//api.", sub, 1)
+
+
+def named_server_env(environ: Optional[dict] = None) -> Optional[dict[str, str]]:
+    """The client environment of the server ``CLEARML_TEST_API_HOST`` names, or None when it names none.
+
+    :raises ValueError: the host is named without both keys.
+    """
+    environ = os.environ if environ is None else environ
+    if not environ.get("CLEARML_TEST_API_HOST"):
+        return None
+    env = {client: environ[name] for name, client in NAMED.items() if environ.get(name)}
+    if not (env.get("CLEARML_API_ACCESS_KEY") and env.get("CLEARML_API_SECRET_KEY")):
+        raise ValueError("CLEARML_TEST_API_HOST is set: set CLEARML_TEST_API_ACCESS_KEY and CLEARML_TEST_API_SECRET_KEY")
+    env.setdefault("CLEARML_WEB_HOST", _derived(env["CLEARML_API_HOST"], "web"))
+    env.setdefault("CLEARML_FILES_HOST", _derived(env["CLEARML_API_HOST"], "files"))
+    return env
+
+
+def connect_server(state: Path, env: dict[str, str]) -> tuple[Optional[Server], str]:
+    """A :class:`Server` for the named server of ``env`` (:func:`named_server_env`), its clients configured
+    by a ``clearml.conf`` in ``state``; ``(None, why)`` when it does not accept the keys."""
+    conf = state / "clearml.conf"
+    conf.write_text("api {\n" + "".join(f'  {key}: "{env[var]}"\n' for key, var in (
+        ("api_server", "CLEARML_API_HOST"), ("web_server", "CLEARML_WEB_HOST"), ("files_server", "CLEARML_FILES_HOST")))
+        + "}\n")
+    (state / "logs").mkdir(exist_ok=True)
+    try:
+        return Server(state, {**env, "CLEARML_CONFIG_FILE": str(conf)}, web=False, harness=False), ""
+    except (requests.RequestException, KeyError, ValueError) as exc:
+        return None, f"the ClearML server {env['CLEARML_API_HOST']} (CLEARML_TEST_API_HOST) did not log in: {exc}"
+
+
+def serving_workers(api: Api, queue: str) -> list[str]:
+    """Ids of the workers the server knows that serve ``queue``."""
+    return [w["id"] for w in api("workers.get_all")["workers"]
+            if queue in {q.get("name") for q in w.get("queues") or []}]
+
+
+def agent_command() -> Optional[list[str]]:
+    """How to start ``clearml-agent`` here: on PATH, or the harness's; None when neither exists."""
+    found = shutil.which("clearml-agent") or next(
+        (str(p) for p in (harness_python().parent / "clearml-agent",) if p.exists()), None)
+    return [found] if found else None
+
+
+def start_agent(server: Server, queue: str, timeout: float = 120) -> subprocess.Popen:
+    """Start ``clearml-agent daemon`` on ``queue`` (created if missing) that runs tasks with this Python,
+    as the harness's agents do; return once the server lists it.
+
+    :raises RuntimeError: clearml-agent is not installed, exited, or did not register in time.
+    """
+    command = agent_command()
+    if command is None:
+        raise RuntimeError(f"no agent serves queue {queue!r} and clearml-agent is not installed here "
+                           "(pip install clearml-agent)")
+    worker = f"test-{queue}-{os.getpid()}"
+    env = {**server.client_env(), "CLEARML_WORKER_ID": worker, "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": sys.executable,
+           "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1"}
+    log = open(server.state / "logs" / f"agent-{queue}.log", "ab")  # noqa: SIM115 (the agent's, while it runs)
+    process = subprocess.Popen([*command, "daemon", "--queue", queue, "--create-queue", "--foreground", "--cpu-only"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while worker not in {w["id"] for w in server.api("workers.get_all")["workers"]}:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"clearml-agent on queue {queue!r} did not register (log: {log.name})")
+        time.sleep(0.5)
+    return process
 
 
 def make_checkout(dest: Path) -> Path:

@@ -325,3 +325,55 @@ def test_the_readme_is_at_most_12_kb_and_links_its_details():
         assert (ROOT / link).exists(), link
     for doc in ("docs/verification.md", "docs/costs.md"):
         assert f"]({doc})" in readme
+
+
+# --- 7. the server tests against any ClearML server ----------------------------------------------------------
+
+def test_a_named_server_needs_its_api_host_and_keys_only():
+    from server_support import named_server_env
+
+    assert named_server_env({}) is None
+    keys = {"CLEARML_TEST_API_ACCESS_KEY": "k", "CLEARML_TEST_API_SECRET_KEY": "s"}
+    assert named_server_env({"CLEARML_TEST_API_HOST": "http://srv:8008", **keys}) == {
+        "CLEARML_API_HOST": "http://srv:8008", "CLEARML_WEB_HOST": "http://srv:8080",
+        "CLEARML_FILES_HOST": "http://srv:8081", "CLEARML_API_ACCESS_KEY": "k", "CLEARML_API_SECRET_KEY": "s"}
+    hosted = named_server_env({"CLEARML_TEST_API_HOST": "https://api.clear.ml", **keys})
+    assert (hosted["CLEARML_WEB_HOST"], hosted["CLEARML_FILES_HOST"]) == ("https://app.clear.ml", "https://files.clear.ml")
+    with pytest.raises(ValueError, match="CLEARML_TEST_API_ACCESS_KEY"):
+        named_server_env({"CLEARML_TEST_API_HOST": "http://srv:8008"})
+
+
+@pytest.mark.server
+def test_the_server_tests_use_a_server_the_environment_names_with_agents_found_or_started(server, tmp_path):
+    """The harness's server, named as any other server would be: an agent is started for a queue nobody
+    serves, and found (not started again) by the next session."""
+    from server_support import NAMED, connect_server, named_server_env, serving_workers, stop_server
+
+    named = named_server_env({f"CLEARML_TEST_{k.removeprefix('CLEARML_')}": v for k, v in server.env.items()
+                              if k in NAMED.values()})
+    first, why = connect_server(tmp_path, named)
+    assert first is not None and not first.harness, why
+    (tmp_path / "again").mkdir()
+    again, _ = connect_server(tmp_path / "again", named)
+    try:
+        first.agent("footprint-queue")
+        assert len(first.started) == 1 and serving_workers(first.api, "footprint-queue")
+        again.agent("footprint-queue")
+        assert again.started == []
+    finally:
+        stop_server(first)
+    assert all(p.poll() is not None for p in first.started)
+
+
+@pytest.mark.server
+def test_a_step_task_on_the_server_names_the_xgboost_package(server, checkout, data, tmp_path):
+    from server_support import run_cli as run_on_server
+    from server_support import run_id
+
+    result = run_on_server(server, checkout, "--mode", "local", "--models", "xgboost", "--xgb-n-estimators", "30",
+                           "--spatial-neighbors", "0", "--data", str(data), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sum(line.startswith("web UI: http") for line in result.stdout.splitlines()) == 1
+    step = server.api.step_tasks(run_id(result.stdout))["train_xgboost"]
+    packages = server.api.task(step)["script"]["requirements"]["pip"].splitlines()
+    assert [str(Requirement(p)) for p in packages if p.startswith("xgboost")] == [str(r) for r in xgboost_lines()]
