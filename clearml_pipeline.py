@@ -188,9 +188,10 @@ def build_pipeline(settings: RunSettings):
         X_train, X_test, y_train, y_test = split_step(dataset, test_size=p.test_size, random_state=p.random_state)
         trained = {kind: train[kind](X_train, y_train, **model_arguments(kind, p)) for kind in p.model_list()}
         controller.record_data(data_record)
-        controller.record_validation({kind: validation for kind, (_, validation) in trained.items()})
+        validation = {kind: scores for kind, (_, scores) in trained.items()}  # from training rows only
+        controller.record_validation(validation)
         metrics = evaluate_step(X_test, y_test, output_dir=p.output_dir, **{k: m for k, (m, _) in trained.items()})
-        return controller.finish(metrics, p, settings, experiment=PIPELINE_NAME)
+        return controller.finish(metrics, p, settings, experiment=PIPELINE_NAME, validation=validation)
 
     return tabular_regression
 

@@ -200,6 +200,8 @@ def main(argv: list[str], pipeline: ModuleType) -> int:
     # OpenMP threads (XGBoost, scikit-learn) that spin while they wait make a fit 5-10x slower whenever
     # another process holds a core; passive waiting costs nothing measurable on an idle machine.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if os.environ.get("CLEARML_CACHE_DIR"):  # ClearML nests a relative cache path inside its own artifact folders
+        os.environ["CLEARML_CACHE_DIR"] = os.path.abspath(os.path.expanduser(os.environ["CLEARML_CACHE_DIR"]))
     from cli.console import configure_console
     from runtime.interrupts import leave_at_once_on_interrupt
 

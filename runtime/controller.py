@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
@@ -111,7 +112,8 @@ def record_validation(validation: Mapping[str, Mapping[str, float]]) -> None:
     report_validation({kind: dict(scores) for kind, scores in validation.items()})
 
 
-def finish(metrics, p: PipelineParameters, settings: RunSettings, experiment: str):
+def finish(metrics, p: PipelineParameters, settings: RunSettings, experiment: str,
+           validation: Mapping[str, Mapping[str, float]]):
     """The controller's last act: wait for the evaluation; ``--mlflow``: log the run to MLflow
     (:mod:`runtime.tracking`); an offline run records that it completed.
 
@@ -127,7 +129,7 @@ def finish(metrics, p: PipelineParameters, settings: RunSettings, experiment: st
     metrics = metrics.copy()  # forces the evaluate step (lazy in offline mode) to have run
     task = Task.current_task()
     if settings.mlflow or (settings.mode == "agent" and requested(task)):
-        log_to_mlflow(task, dataclasses.asdict(p), p.output_dir, experiment)
+        log_to_mlflow(task, dataclasses.asdict(p), p.output_dir, experiment, validation)
     if Task.is_offline() and task is not None:
         task.add_tags([outcome.TAGS["completed"]])
     return metrics
@@ -171,8 +173,8 @@ def forget_cloned_runs(task) -> None:
     for node in dag.values():
         if isinstance(node, dict):
             node.update(executed=None, status="pending", job_started=None, job_ended=None)
-    if dag:
-        task.set_configuration_object("Pipeline", config_dict=dag, config_type="dictionary")
+    if dag:  # as ClearML stores it: JSON text
+        task.set_configuration_object("Pipeline", config_text=json.dumps(dag, indent=2), config_type="dictionary")
 
 
 def leave_to_agent(timeout: float = 60.0) -> None:

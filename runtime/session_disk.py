@@ -19,7 +19,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 from runtime.errors import SetupError
 
@@ -51,9 +51,10 @@ def check_session_written(task) -> None:
 
     if not Task.is_offline():
         return
-    folder = str(Path(task.get_offline_mode_folder()).parent.parent)
+    folder = _cache_of(task)
     for name, artifact in task.artifacts.items():
-        path = Path(unquote(urlparse(str(artifact.url)).path)) if artifact.url else None
+        url = str(artifact.url or "")
+        path = Path(unquote(url.removeprefix("file://"))).absolute() if url else None  # file://cache/... is relative
         if path is None or not path.is_file() or (artifact.size is not None and path.stat().st_size != artifact.size):
             raise _full(folder, f"artifact {name} was not stored")
     try:
@@ -78,7 +79,7 @@ def cache_disk_errors(task) -> Iterator[None]:
 
 
 def _cache_of(task) -> str:
-    return str(Path(task.get_offline_mode_folder()).parent.parent)
+    return str(Path(task.get_offline_mode_folder()).parent.parent.absolute())
 
 
 def _in_cache(exc: OSError, task) -> bool:

@@ -36,9 +36,11 @@ def _downloaded(task, folder: Path) -> Path:
     return folder
 
 
-def log_to_mlflow(task, params: Mapping[str, object], output_dir: str, experiment: str) -> str:
+def log_to_mlflow(task, params: Mapping[str, object], output_dir: str, experiment: str,
+                  validation: Mapping[str, Mapping[str, float]]) -> str:
     """Log the finished run as one MLflow run (:func:`tracking.mlflow_run.log_run`); record its id on ``task``.
 
+    :param validation: ``{model: {"r2", "rmse", "mae"}}`` of the validation part of the training rows.
     :returns: the MLflow run id.
     :raises tracking.mlflow_run.MlflowLogError: MLflow missing or failing (one line).
     """
@@ -47,15 +49,18 @@ def log_to_mlflow(task, params: Mapping[str, object], output_dir: str, experimen
     from runtime.controller import DATA_PROPERTIES
     from tracking.mlflow_run import log_run
 
-    properties = task.get_user_properties(value_only=True) or {}
-    data_record = {key: str(properties.get(key, "")) for key in DATA_PROPERTIES}
+    parameters = task.get_parameters(cast=False) or {}  # user properties are its "properties/" (offline too)
+    data_record = {key: str(parameters.get(f"properties/{key}", "")) for key in DATA_PROPERTIES}
     url = "" if Task.is_offline() else task.get_output_log_web_page()
     with tempfile.TemporaryDirectory(prefix="mlflow-run-") as scratch:
         folder = Path(output_dir)
         if not (folder / "metrics.csv").is_file():  # the evaluate step ran on another machine
             folder = _downloaded(task, Path(scratch) / "run")
+        import pandas as pd
+
+        scores = pd.DataFrame([{"model": kind, **dict(values)} for kind, values in validation.items()])
         run_id, run_url = log_run(experiment=experiment, params=params, output_dir=folder, data_record=data_record,
-                                  clearml_task_id=task.id, clearml_url=url)
+                                  clearml_task_id=task.id, clearml_url=url, validation=scores)
     task.set_user_properties(mlflow_run_id=run_id, **({"mlflow_run_url": run_url} if run_url else {}))
     print(f"MLflow: run {run_id} in experiment '{experiment}'" + (f": {run_url}" if run_url else ""), flush=True)
     return run_id

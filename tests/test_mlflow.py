@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,31 +61,9 @@ def run_dir(housing_csv, tmp_path_factory) -> Path:
     result = subprocess.run([sys.executable, str(ROOT / "clearml_pipeline.py"), "--output-dir", str(out),
                              "--data", str(housing_csv)], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=300)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        warnings.warn(f"the pipeline failed ({last}); the output folder is built with steps.outputs.write_run_files",
-                      stacklevel=1)
-        shutil.rmtree(out, ignore_errors=True)
-        _write_run_folder(out, housing_csv)
+    assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "metrics.csv").is_file() and (out / "models" / "xgboost.joblib").is_file()
     return out
-
-
-def _write_run_folder(out: Path, housing_csv: Path) -> None:
-    """metrics.csv, figures and models/ as the evaluate step writes them, from models trained on a part of the data."""
-    from steps.data import load_dataset
-    from steps.evaluation import metrics_table, predict_all
-    from steps.models import model_arguments, train_model
-    from steps.outputs import write_run_files
-    from steps.plots import run_figures
-    from steps.split import split_dataset
-
-    X_train, X_test, y_train, y_test = split_dataset(load_dataset(str(housing_csv)))
-    fitted = {kind: train_model(kind, X_train[:4000], y_train[:4000], **model_arguments(kind)) for kind in MODELS}
-    predictions = predict_all(fitted, X_test)
-    metrics = metrics_table(y_test, predictions)
-    out.mkdir(parents=True)
-    write_run_files(out, metrics, run_figures(y_test, predictions, metrics), fitted)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +90,14 @@ def sqlite_run(run_dir, validation, tmp_path_factory):
     return uri, run_id, url, seconds
 
 
-def test_params_metrics_tags_and_artifacts_read_back(sqlite_run, run_dir, validation):
+def _expected_metrics(run_dir, validation) -> dict[str, float]:
+    table = pd.read_csv(run_dir / "metrics.csv")
+    return {f"{row.model}_{split}_{column}": float(getattr(row, column))
+            for split, frame in (("test", table), ("validation", validation))
+            for row in frame.itertuples() for column in ("r2", "rmse", "mae")}
+
+
+def test_params_metrics_and_tags_read_back(sqlite_run, run_dir, validation):
     from mlflow.tracking import MlflowClient
 
     uri, run_id, url, seconds = sqlite_run
@@ -121,25 +105,30 @@ def test_params_metrics_tags_and_artifacts_read_back(sqlite_run, run_dir, valida
     assert url == ""  # not an http server
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert run.info.run_name == run_dir.name
+    assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
     assert client.get_experiment(run.info.experiment_id).name == "california-housing"
     assert run.data.params == {name: str(value) for name, value in PARAMS.items()}
-    table = pd.read_csv(run_dir / "metrics.csv")
-    expected = {f"{row.model}_{split}_{column}": float(getattr(row, column))
-                for split, frame in (("test", table), ("validation", validation))
-                for row in frame.itertuples() for column in ("r2", "rmse", "mae")}
+    expected = _expected_metrics(run_dir, validation)
     assert len(expected) == 12
     assert run.data.metrics == expected  # exact: the values of metrics.csv
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
     assert tags == {**DATA_RECORD, "clearml_task_id": "offline-0123abcd", "output_dir": str(run_dir),
                     "clearml_url": "http://127.0.0.1:8080/projects/x/experiments/offline-0123abcd"}
+
+
+def test_artifacts_and_models_each_with_their_own_metrics(sqlite_run, run_dir, validation):
+    from mlflow.tracking import MlflowClient
+
+    uri, run_id, _, _ = sqlite_run
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"metrics.csv", "prediction_plot.png", "model_comparison.png", "polynomial_error_distribution.png",
             "xgboost_error_distribution.png"} <= artifacts
     logged = {m.name: m for m in client.search_logged_models(experiment_ids=[run.info.experiment_id])
               if m.source_run_id == run_id}
     assert set(logged) == set(MODELS)
+    expected = _expected_metrics(run_dir, validation)
     for name, model in logged.items():  # each model holds its own metrics only
         assert {m.key: m.value for m in model.metrics} == {k: v for k, v in expected.items() if k.startswith(name)}
 
@@ -281,3 +270,50 @@ def test_run_page_on_an_mlflow_server(server, run_dir, tmp_path, monkeypatch):
     for name in MODELS:  # the exact values of metrics.csv (JavaScript and Python print a float alike)
         assert repr(float(table.loc[name, "r2"])) in text
 
+
+
+def test_the_mlflow_flag_makes_the_run_an_mlflow_run_too(housing_csv, tmp_path):
+    """``--mlflow`` on an offline run: logged once by the controller, the ClearML task id as a tag and the
+    MLflow run id on the ClearML run (a user property of the offline session)."""
+    import json
+    import zipfile
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'flag.db'}"
+    env = dict(os.environ, CLEARML_CACHE_DIR=str(tmp_path / "cache"), MLFLOW_TRACKING_URI=uri)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(ROOT / "clearml_pipeline.py"), "--mlflow", "--models", "polynomial",
+                             "--data", str(housing_csv), "--output-dir", str(out)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = next(line.split()[2] for line in result.stdout.splitlines() if line.startswith("MLflow: run "))
+    run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    assert run.data.tags["clearml_task_id"].startswith("offline-")
+    assert run.data.metrics["polynomial_test_r2"] == pytest.approx(pd.read_csv(out / "metrics.csv")["r2"][0])
+    assert 0.8 < run.data.metrics["polynomial_validation_r2"] < 0.9
+    assert run.data.params["poly_degree"] == "3"
+    session = next((tmp_path / "cache" / "offline").glob("*.zip"))
+    with zipfile.ZipFile(session) as archive:
+        task = json.loads(archive.read(next(n for n in archive.namelist() if n.endswith("task.json"))))
+    assert task["hyperparams"]["properties"]["mlflow_run_id"]["value"] == run_id
+
+
+def test_the_mlflow_flag_without_mlflow_is_one_line_before_anything_runs(tmp_path):
+    """A Python where ``mlflow`` cannot be found (a finder that hides it): exit 2, one line naming the install."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class HideMlflow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'mlflow':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, HideMlflow())\n")
+    env = dict(os.environ, PYTHONPATH=str(hide), CLEARML_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, str(ROOT / "clearml_pipeline.py"), "--mlflow", "--output-dir",
+                             str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: --mlflow needs MLflow, which is not installed; install it with: "
+                                     f"{INSTALL_HINT}")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

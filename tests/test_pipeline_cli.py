@@ -89,22 +89,30 @@ def test_models_are_saved(default_run, housing_csv):
                                      columns=poly.feature_names_in_))[0] > 3.0
 
 
-def test_offline_session_holds_scalars_plots_table_and_every_parameter(default_run):
-    result, out = default_run
-    task, events, archive = read_session(result.stdout)
+def test_offline_session_holds_every_parameter_typed_and_nothing_else(default_run):
+    result, _ = default_run
+    task, _, _ = read_session(result.stdout)
     assert task["type"] == "controller" and task["project_name"] == "California Housing"
     args = task["hyperparams"]["Args"]
-    for f in parameter_fields():
-        assert f.name in args, f.name
-        assert args[f.name]["type"] == f.type, f.name
-    assert set(args) == {f.name for f in parameter_fields()}  # no stray command-line flags
-    assert args["test_size"]["value"] == "0.2" and args["random_state"]["value"] == "42"
+    assert {name: arg["type"] for name, arg in args.items()} == {f.name: f.type for f in parameter_fields()}
+    assert args["test_size"]["value"] == "0.2" and args["random_state"]["value"] == "42"  # no stray flags above
+
+
+def test_offline_session_holds_the_test_and_validation_scores(default_run):
+    result, out = default_run
+    _, events, _ = read_session(result.stdout)
     metrics = pd.read_csv(out / "metrics.csv").set_index("model")
     scalars = {(e["metric"], e["variant"]): e["value"] for e in events if e.get("type") == "training_stats_scalar"}
     for model in ("polynomial", "xgboost"):
-        assert scalars[("R2", model)] == pytest.approx(metrics.loc[model, "r2"])
-        assert scalars[("RMSE", model)] == pytest.approx(metrics.loc[model, "rmse"])
-        assert scalars[("MAE", model)] == pytest.approx(metrics.loc[model, "mae"])
+        for title, column in (("R2", "r2"), ("RMSE", "rmse"), ("MAE", "mae")):
+            assert scalars[(title, model)] == pytest.approx(metrics.loc[model, column])
+        assert 0.8 < scalars[("validation R2", model)] < 0.9  # from training rows only
+
+
+def test_offline_session_holds_the_plots_table_and_files(default_run):
+    result, out = default_run
+    task, events, _ = read_session(result.stdout)
+    metrics = pd.read_csv(out / "metrics.csv").set_index("model")
     plots = {e["metric"] for e in events if e.get("type") == "plot"}
     from steps.plots import XGBOOST_CURVE, figure_titles
 
@@ -112,9 +120,8 @@ def test_offline_session_holds_scalars_plots_table_and_every_parameter(default_r
     assert {"Metrics", XGBOOST_CURVE[0], *titles.values()} <= plots, plots
     assert titles["prediction_plot"] == "Predicted vs actual (test set)"
     artifacts = {a["key"]: a for a in task["execution"]["artifacts"]}
-    assert artifacts["model_xgboost"]["uri"].endswith("/xgboost.joblib")
-    assert artifacts["model_xgboost"]["content_size"] == (out / "models" / "xgboost.joblib").stat().st_size
     assert {"metrics.csv", "prediction_plot.png", "model_comparison.png"} <= set(artifacts)
+    assert artifacts["model_xgboost"]["uri"].endswith("/xgboost.joblib")
     assert float(dict(artifacts["model_polynomial"]["display_data"])["r2"]) == pytest.approx(metrics.loc["polynomial", "r2"])
 
 

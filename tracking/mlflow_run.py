@@ -235,8 +235,6 @@ def log_run(
         raise MlflowLogError(f"MLflow is not installed; install the extra with: {INSTALL_HINT}")
 
     import mlflow
-    import mlflow.sklearn
-    import skops.io
     from mlflow.tracking import MlflowClient
 
     uri = mlflow.get_tracking_uri()
@@ -245,34 +243,21 @@ def log_run(
     metrics = _metrics(table, "test")
     for model, values in (_metrics(validation, "validation") if validation is not None else {}).items():
         metrics.setdefault(model, {}).update(values)
-    tags = {str(k): str(v) for k, v in data_record.items()}
-    tags["output_dir"] = str(output_dir)
-    if clearml_task_id:
-        tags["clearml_task_id"] = clearml_task_id
-    if clearml_url:
-        tags["clearml_url"] = clearml_url
-    artifacts = [output_dir / "metrics.csv", *sorted(output_dir.glob("*.png"))]
+    tags = {**{str(k): str(v) for k, v in data_record.items()}, "output_dir": str(output_dir),
+            **({"clearml_task_id": clearml_task_id} if clearml_task_id else {}),
+            **({"clearml_url": clearml_url} if clearml_url else {})}
     try:
         client = MlflowClient()
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
-        with tempfile.TemporaryDirectory(prefix="mlflow-code-") as tmp:
-            code = _code_copy(Path(tmp))
-            with mlflow.start_run(experiment_id=experiment_id, run_name=output_dir.name, tags=tags) as run:
-                mlflow.log_params({str(k): str(v) for k, v in params.items()})
-                for path in artifacts:
-                    mlflow.log_artifact(str(path))
-                model_ids = {}
-                for name, model in models.items():  # before the metrics: log_model would link every metric to it
-                    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-                    info = mlflow.sklearn.log_model(model, name=name, input_example=input_example(),
-                                                    code_paths=[str(code)], serialization_format="skops",
-                                                    skops_trusted_types=trusted,
-                                                    pip_requirements=_pip_requirements(trusted))
-                    model_ids[name] = info.model_id
-                for name, values in metrics.items():  # each model's metrics linked to that model
-                    mlflow.log_metrics(values, model_id=model_ids.get(name))
-                run_id = run.info.run_id
+        with mlflow.start_run(experiment_id=experiment_id, run_name=output_dir.name, tags=tags) as run:
+            mlflow.log_params({str(k): str(v) for k, v in params.items()})
+            for path in [output_dir / "metrics.csv", *sorted(output_dir.glob("*.png"))]:
+                mlflow.log_artifact(str(path))
+            model_ids = _log_models(models)  # before the metrics: log_model would link every metric to it
+            for name, values in metrics.items():  # each model's metrics linked to that model
+                mlflow.log_metrics(values, model_id=model_ids.get(name))
+            run_id = run.info.run_id
     except MlflowLogError:
         raise
     except Exception as exc:  # MlflowException, sqlite/SQLAlchemy, HTTP and file system errors
@@ -280,3 +265,23 @@ def log_run(
             f"could not log the run to MLflow at {uri} ({_one_line(exc)}); check that this tracking store is "
             "reachable and writable, or set MLFLOW_TRACKING_URI to one that is (e.g. sqlite:///mlflow.db)") from None
     return run_id, run_url(uri, experiment_id, run_id)
+
+
+def _log_models(models: Mapping[str, object]) -> dict[str, str]:
+    """Log each model in the active run (scikit-learn flavour, skops format, the ``steps`` code beside it).
+
+    :returns: ``{model name: MLflow model id}``.
+    """
+    import mlflow.sklearn
+    import skops.io
+
+    model_ids = {}
+    with tempfile.TemporaryDirectory(prefix="mlflow-code-") as tmp:
+        code = _code_copy(Path(tmp))
+        for name, model in models.items():
+            trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+            info = mlflow.sklearn.log_model(model, name=name, input_example=input_example(), code_paths=[str(code)],
+                                            serialization_format="skops", skops_trusted_types=trusted,
+                                            pip_requirements=_pip_requirements(trusted))
+            model_ids[name] = info.model_id
+    return model_ids
