@@ -8,6 +8,7 @@ inside each model. Nothing here knows about ClearML.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -501,6 +502,12 @@ def _rounds_note(model) -> str:
     return f": {best + 1} of {n_estimators} boosting rounds kept (early stopping)"
 
 
+@functools.cache
+def _say_cpu_fallback(device: str) -> None:
+    """Once per process and device (the final model and its validation fit fall back alike)."""
+    log.warning(f"xgb_device '{device}': no CUDA GPU is visible on this machine, so XGBoost trained on the CPU")
+
+
 @contextmanager
 def _gpu_fallback_in_one_line(device: str) -> Iterator[None]:
     """XGBoost asked for a CUDA ``device`` on a machine without a visible GPU: it falls back to the
@@ -510,8 +517,7 @@ def _gpu_fallback_in_one_line(device: str) -> Iterator[None]:
         yield
     fallback = [w for w in caught if "GPU" in str(w.message) and ("CPU" in str(w.message))]
     if fallback:
-        log.warning(
-            f"xgb_device '{device}': no CUDA GPU is visible on this machine, so XGBoost trained on the CPU")
+        _say_cpu_fallback(device)
     for w in caught:
         if w not in fallback:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
