@@ -10,7 +10,6 @@ module                        what it is
 ``register_command``          ``register-data``'s flags
 ``predict_command``           ``predict`` (ClearML-free)
 ``repository``                the git URL and commit agents clone
-``console``                   one line per message on stderr
 ``errors``                    exceptions -> one line and an exit code
 ============================  ===============================================================
 

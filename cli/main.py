@@ -202,8 +202,8 @@ def main(argv: list[str], pipeline: ModuleType) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if os.environ.get("CLEARML_CACHE_DIR"):  # ClearML nests a relative cache path inside its own artifact folders
         os.environ["CLEARML_CACHE_DIR"] = os.path.abspath(os.path.expanduser(os.environ["CLEARML_CACHE_DIR"]))
-    from cli.console import configure_console
     from runtime.interrupts import leave_at_once_on_interrupt
+    from steps.logs import configure_console
 
     if argv[:1] == ["predict"]:  # ClearML-free
         from cli.predict_command import predict_main

@@ -13,7 +13,10 @@ module                 what it is
 ``outcome``            the outcome text one part writes and another reads (failure reasons, sessions)
 ``session_import``     ``import-offline``
 ``step_code``          ``step-code``
-``reporting``          what the steps report (scalars, plots, tables, models)
+``reporting``          what the steps report (scalars, plots, tables)
+``model_registry``     the models on ClearML's Models page (named by run, framework, scores, data)
+``session_disk``       a full ClearML cache disk: refused before, caught during an offline run
+``tracking``           ``--mlflow``: the run logged to MLflow by the controller
 ``data_versions``      ClearML Data: ``register-data`` and ``--dataset-id``
 ``optimize``           ``optimize``: HyperParameterOptimizer over the pipeline's ``Args`` (space, base run, stop)
 ``optimize_session``   one ``optimize`` search: checks, the optimizer's task, trials followed, Ctrl-C

@@ -42,7 +42,7 @@ def step_console() -> None:
     """Called first in every step's body: the steps' progress (``steps.*`` loggers) as ``info:`` lines on the
     step's console. A step on an agent or in a ``--mode local`` subprocess is a fresh process whose logging
     nothing configured; offline (in-process) the command line's console is already set (idempotent)."""
-    from cli.console import configure_console
+    from steps.logs import configure_console
 
     configure_console()
 
@@ -108,6 +108,7 @@ def report_evaluation(X_test, y_test, output_dir: str, models: Mapping[str, obje
     """
     from clearml import Task
 
+    from runtime.model_registry import register_models
     from runtime.session_disk import cache_disk_errors, check_session_written
     from steps.evaluation import metrics_table, predict_all
     from steps.logs import library_warnings
@@ -152,6 +153,30 @@ def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.n
     """
     from clearml import Logger
 
+    logger = Logger.current_logger()
+    _report_scores(logger, metrics)
+    _report_predictions(logger, np.asarray(y_test, dtype=float), predictions, titles)
+    logger.report_histogram(
+        title=titles["model_comparison"], series="test set", iteration=0,
+        values=metrics[["r2", "rmse", "mae"]].to_numpy(), labels=list(metrics["model"]),
+        xlabels=["R2", "RMSE ($100k)", "MAE ($100k)"], yaxis="value",
+    )
+
+
+def _report_scores(logger, metrics: pd.DataFrame) -> None:
+    for row in metrics.itertuples():
+        for title, value in zip(METRIC_TITLES, (row.r2, row.rmse, row.mae), strict=True):
+            if not np.isfinite(value):  # an undefined score (e.g. R2 of a constant target) is left out,
+                continue  # not reported as ClearML's stand-in 0.0
+            logger.report_scalar(title=title, series=row.model, value=value, iteration=0)
+            logger.report_single_value(f"{row.model}/{title}", value)
+    shown_table = metrics.astype(object).where(metrics.notna(), "undefined")  # NaN: a score that does not exist
+    logger.report_table(title="Metrics", series="test set", iteration=0, table_plot=shown_table)
+
+
+def _report_predictions(logger, actual: np.ndarray, predictions: Mapping[str, np.ndarray],
+                        titles: Mapping[str, str]) -> None:
+    """Predicted vs actual (a sample of points, the diagonal, the $500k cap) and each model's error histogram."""
     from steps.plots import (
         CAP,
         CAP_LABEL,
@@ -163,45 +188,22 @@ def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.n
         sample_indices,
     )
 
-    logger = Logger.current_logger()
-    for row in metrics.itertuples():
-        for title, value in zip(METRIC_TITLES, (row.r2, row.rmse, row.mae), strict=True):
-            if not np.isfinite(value):  # an undefined score (e.g. R2 of a constant target) is left out,
-                continue  # not reported as ClearML's stand-in 0.0
-            logger.report_scalar(title=title, series=row.model, value=value, iteration=0)
-            logger.report_single_value(f"{row.model}/{title}", value)
-    shown_table = metrics.astype(object).where(metrics.notna(), "undefined")  # NaN: a score that does not exist
-    logger.report_table(title="Metrics", series="test set", iteration=0, table_plot=shown_table)
-    actual = np.asarray(y_test, dtype=float)
     shown = sample_indices(len(actual))
     low, high = float(np.nanmin(actual)), float(np.nanmax(actual))
     count_limit = error_count_limit(actual, predictions)  # one y range for every model's histogram
+    axes = dict(xaxis=PREDICTION_AXES[0], yaxis=PREDICTION_AXES[1], iteration=0, title=titles["prediction_plot"])
     for name, prediction in predictions.items():
-        logger.report_scatter2d(
-            title=titles["prediction_plot"], series=name, iteration=0, mode="markers",
-            scatter=np.column_stack([actual[shown], prediction[shown]]), xaxis=PREDICTION_AXES[0],
-            yaxis=PREDICTION_AXES[1],
-        )
+        logger.report_scatter2d(series=name, mode="markers", scatter=np.column_stack([actual[shown], prediction[shown]]),
+                                **axes)
         counts, edges = error_histogram(actual, prediction)
         logger.report_histogram(
             title=titles[f"{name}_error_distribution"], series=name, values=counts, iteration=0,
             xlabels=[f"{(a + b) / 2:.2f}" for a, b in zip(edges[:-1], edges[1:], strict=True)],
             xaxis=ERROR_AXES[0], yaxis=ERROR_AXES[1], extra_layout={"yaxis": {"range": [0, count_limit]}},
         )
-    logger.report_scatter2d(
-        title=titles["prediction_plot"], series=DIAGONAL_LABEL, iteration=0, mode="lines",
-        scatter=np.array([[low, low], [high, high]]), xaxis=PREDICTION_AXES[0], yaxis=PREDICTION_AXES[1],
-    )
+    logger.report_scatter2d(series=DIAGONAL_LABEL, mode="lines", scatter=np.array([[low, low], [high, high]]), **axes)
     if high >= CAP:
-        logger.report_scatter2d(
-            title=titles["prediction_plot"], series=CAP_LABEL, iteration=0, mode="lines",
-            scatter=np.array([[CAP, low], [CAP, high]]), xaxis=PREDICTION_AXES[0], yaxis=PREDICTION_AXES[1],
-        )
-    logger.report_histogram(
-        title=titles["model_comparison"], series="test set", iteration=0,
-        values=metrics[["r2", "rmse", "mae"]].to_numpy(), labels=list(metrics["model"]),
-        xlabels=["R2", "RMSE ($100k)", "MAE ($100k)"], yaxis="value",
-    )
+        logger.report_scatter2d(series=CAP_LABEL, mode="lines", scatter=np.array([[CAP, low], [CAP, high]]), **axes)
 
 
 def upload_result_files(task, paths: Mapping[str, Path]) -> None:
@@ -213,81 +215,3 @@ def upload_result_files(task, paths: Mapping[str, Path]) -> None:
     for rel, path in paths.items():
         if rel == "metrics.csv" or rel.endswith(".png"):
             task.upload_artifact(rel, artifact_object=str(path), wait_on_upload=True)
-
-
-def register_models(task, metrics: pd.DataFrame, paths: Mapping[str, Path]) -> None:
-    """Register one output model per estimator (ClearML's Models tab), test metrics as metadata.
-
-    Each model is named by run and kind (``tabular regression #12 · xgboost``), tagged with its kind,
-    has the framework the Models page shows (XGBoost for the XGBoost pipeline, else ScikitLearn), a
-    description (test scores, the data's SHA-256, the run), ``r2``/``rmse``/``mae`` as float metadata,
-    and its weights file is the fitted estimator saved with joblib (``models/<kind>.joblib``), loadable
-    again with ``InputModel(model_id).get_local_copy()`` and ``joblib.load``. On the step's task each is
-    listed under its kind (the file's stem), the name ``monitor_models`` copies onto the pipeline run.
-    Offline, ``OutputModel`` cannot register weights (clearml 2.1: ``DummyModel`` has no ``locked``); the
-    session keeps the model files as artifacts ``model_<kind>`` with the same metadata instead.
-    """
-    from clearml import OutputModel, Task
-    from clearml.backend_api import Session
-
-    # the task's output destination, else the file server: a local path would not outlive the run
-    destination = None if Task.is_offline() else (task.get_output_destination() or Session.get_files_server_host())
-    run = {} if Task.is_offline() else run_identity(task)
-    for row in metrics.itertuples():
-        scores = {key: float(getattr(row, key)) for key in ("r2", "rmse", "mae")}
-        weights = paths[f"models/{row.model}.joblib"]
-        if Task.is_offline():
-            task.upload_artifact(f"model_{row.model}", artifact_object=str(weights), metadata=scores,
-                                 wait_on_upload=True)
-            continue
-        model = OutputModel(task=task, name=model_name(run["name"], row.model), framework=model_framework(row.model),
-                            tags=[row.model])
-        for key, value in scores.items():
-            model.set_metadata(key, f"{value:.6f}", v_type="float")
-        # synchronously: the file sits in the staging folder, which is moved into place right after;
-        # no "snapshot <staging path> stored" comment
-        model.update_weights(weights_filename=str(weights), upload_uri=destination, auto_delete_file=False,
-                             async_enable=False, update_comment=False)
-        model.comment = model_description(row.model, scores, int(row.n_test), run)
-
-
-#: The separator of a model's name: ``<run> · <kind>``.
-MODEL_NAME_SEPARATOR = " · "
-
-
-def model_name(run_name: str, kind: str) -> str:
-    """The name a model has on the Models page: ``tabular regression #12 · xgboost``."""
-    return f"{run_name}{MODEL_NAME_SEPARATOR}{kind}"
-
-
-def model_framework(kind: str) -> str:
-    """The framework the Models page shows: the XGBoost pipeline's is XGBoost (an XGBRegressor inside a
-    scikit-learn Pipeline), every other model's ScikitLearn."""
-    return "XGBoost" if kind == "xgboost" else "ScikitLearn"
-
-
-def model_description(kind: str, scores: Mapping[str, float], n_test: int, run: Mapping[str, str]) -> str:
-    """A model's description: what it is, its test scores, the data it was trained on, and its run."""
-    shown = ", ".join(f"{title} {scores[key]:.4f}" for title, key in zip(METRIC_TITLES, ("r2", "rmse", "mae"),
-                                                                          strict=True))
-    return (f"California Housing regressor ({kind}): a scikit-learn estimator saved with joblib; it predicts the "
-            "median house value ($100k) from the 8 raw feature columns.\n"
-            f"test set ({n_test} rows): {shown} (RMSE and MAE in $100k)\n"
-            f"data: {run.get('data_source') or 'unknown'}, SHA-256 {run.get('data_sha256') or 'unknown'}\n"
-            f"run: {run['name']} (task {run['id']})")
-
-
-def run_identity(task) -> dict[str, str]:
-    """``{"name", "id", "data_source", "data_sha256"}`` of the pipeline run ``task`` (a step) belongs to:
-    its parent, the controller (offline, the step's task is the controller itself)."""
-    from clearml import Task
-
-    run = task
-    if getattr(task, "parent", None):
-        try:
-            run = Task.get_task(task_id=task.parent)
-        except Exception:  # the description matters less than the model
-            run = task
-    properties = run.get_user_properties(value_only=True) or {}
-    return {"name": run.name, "id": run.id, "data_source": str(properties.get("data_source", "")),
-            "data_sha256": str(properties.get("data_sha256", ""))}

@@ -1,4 +1,7 @@
-"""Library warnings as one log line each.
+"""The steps' console: their progress as one ``info:``/``warning:`` line each, library warnings included.
+
+:func:`configure_console` is called by a command's ``main`` and at the top of every step's body (a
+step on an agent is a fresh process).
 
 Python's warnings (pandas, scikit-learn, matplotlib, ...) print two lines with the library's file
 path and source line. Inside :func:`library_warnings`, each distinct warning is logged once on
@@ -9,6 +12,7 @@ the ``steps`` logger instead, as its first line only, so the command line shows 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,3 +50,28 @@ def library_warnings(logger: Optional[logging.Logger] = None, prefix: str = "") 
                     seen.append(line)
             for line in seen:
                 target.warning("%s%s", prefix, line)
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record) -> str:
+        return f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    (file or sys.stderr).write(f"warning: {' '.join(str(message).split())}\n")
+
+
+def configure_console() -> None:
+    """Called by a command's ``main`` only: the steps' progress and warnings (``steps.*`` loggers,
+    INFO and up) as ``info:``/``warning:`` lines, and every Python warning from a library as
+    ``warning: <text>``, without the file path and source line Python prints by default."""
+    import warnings
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter())
+    logger = logging.getLogger("steps")
+    if not any(isinstance(h.formatter, _OneLineFormatter) for h in logger.handlers):
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    warnings.showwarning = _one_line_warning
