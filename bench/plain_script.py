@@ -15,9 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as clearml_pipeline.py does
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if not __package__:  # run as a script (the benchmark's baseline): as clearml_pipeline.py's command line does
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steps.data import load_dataset  # noqa: E402
 from steps.evaluation import metrics_table, predict_all  # noqa: E402
