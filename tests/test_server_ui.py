@@ -123,6 +123,18 @@ def test_pipeline_run_carries_test_and_validation_scores(agents, ui_run):
         assert ("Summary", f"{kind}/validation R2") in scalars
 
 
+def test_step_panels_show_only_what_the_step_uses(agents, ui_run):
+    """A run of two models: no configuration object for a training step that never ran, and the evaluate
+    step's parameters name only the models that ran (each input once, as artifacts)."""
+    run, _ = ui_run
+    configs = agents.api("tasks.get_configuration_names", tasks=[run])["configurations"][0]["names"]
+    assert "train_linear" not in configs and "train_random_forest" not in configs
+    assert {"train_polynomial", "train_xgboost", "evaluate"} <= set(configs)
+    evaluate = agents.api.params(agents.api.step_tasks(run)["evaluate"])
+    assert not [name for name in evaluate if name.endswith(("/linear", "/random_forest"))], sorted(evaluate)
+    assert {"kwargs_artifacts/polynomial", "kwargs_artifacts/xgboost"} <= set(evaluate), sorted(evaluate)
+
+
 def test_xgboost_curve_is_a_scalar_series_per_round(agents, ui_run):
     run, _ = ui_run
     xgb = agents.api.step_tasks(run)["train_xgboost"]
