@@ -123,8 +123,9 @@ def measure_tuning(data: Path, tmp: Path, code: Path = ROOT, trials: int = 16, s
     from bench.server import start_clearml_server
 
     seeds = list(range(10)) if seeds is None else seeds
-    if code == ROOT:  # agents clone the base run's repository and commit: a clean clone of HEAD has both
-        code = use_code("HEAD", tmp)
+    if code == ROOT:  # agents clone the base run's repository and commit: a clean clone of HEAD, whose
+        code = use_code("HEAD", tmp)  # origin is this repository as a URL (a local path is refused)
+        subprocess.run(["git", "-C", str(code), "remote", "set-url", "origin", ROOT.as_uri()], check=True)
     server, why = start_clearml_server(str(harness), tmp)
     if server is None:
         return [], [f"skipped: {why}"], []

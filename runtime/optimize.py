@@ -159,6 +159,19 @@ def find_base_run(project: str, name: str, objective: str, base_id: str = "") ->
                         f"clearml_pipeline.py --mode local --models {objective} (or pass --base RUN_ID)")
 
 
+def check_repository(base_id: str) -> None:
+    """Trials on agents need the code: the base run must record a git repository agents can clone.
+
+    :raises OptimizeError: it records none (launched from a checkout without a usable ``origin``).
+    """
+    from clearml import Task
+
+    if not Task.get_task(task_id=base_id).data.script.repository:
+        raise OptimizeError(f"run {base_id} records no git repository, so agents cannot get its code; push the "
+                            "project to a git remote (origin), launch a new run from that checkout and tune it, or "
+                            "run the trials here with --mode local")
+
+
 def trial_job_class(base_class: type, fixed: Mapping[str, Any], strategy_of) -> type:
     """A ClearML job class that sets ``fixed`` (``{"Section/name": value}``) on every trial besides the
     sampled values, and creates no trial once the search was told to stop (see :func:`build_optimizer`).

@@ -22,6 +22,7 @@ from runtime.optimize import (
     LOCAL_TRIAL_ENV,
     OptimizeError,
     build_optimizer,
+    check_repository,
     find_base_run,
     grid_values,
     objective_series,
@@ -117,6 +118,8 @@ class OptimizeSession:
         server.check_server(queues=list(dict.fromkeys(queues)))
         offline.configure_sdk(vcs_repo_detect_async=False)
         self.base_id = find_base_run(self.project, self.name, o.objective, o.base)
+        if not self.local:
+            check_repository(self.base_id)
         self.base_args = base_args(self.base_id, o.fixed)
 
     def _task(self):
