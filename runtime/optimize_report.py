@@ -100,6 +100,14 @@ class TrialLog:
             self.trials.append(trial)
             self.say(self.line(trial))
 
+    def refresh(self) -> None:
+        """Read again the test scores of completed trials that had none yet (reported just before the end)."""
+        from clearml import Task
+
+        for trial in self.trials:
+            if trial.ok and not trial.test:
+                _, trial.test = trial_scores(Task.get_task(task_id=trial.task_id).get_last_scalar_metrics(), self.kind)
+
     def line(self, trial: Trial) -> str:
         """The line of one ended trial (k of N, parameters, scores, best so far)."""
         k = len(self.trials)

@@ -202,6 +202,7 @@ class OptimizeSession:
         task. Returns whether a trial completed (else the one-line error is printed)."""
         self.optimizer.stop()  # also waits for its last report (objective plot, summary table)
         self.log.poll()
+        self.log.refresh()
         best = summary(self.log, self.options.top, self.base_args, self.task.get_output_log_web_page())
         self.task.close()
         if best is None:

@@ -212,3 +212,27 @@ def test_ctrl_c_stops_the_search_and_leaves_nothing_queued_or_running(two_agents
     for task in trials + steps:
         assert server.api.task(task["id"])["status"] not in ("queued", "in_progress"), task
     assert server.api.task(optimizer_id)["status"] == "stopped"
+
+
+@pytest.mark.server
+def test_a_failed_trial_is_reported_and_not_fatal(server, checkout, base_run, tmp_path):
+    result = run_cli(server, checkout, "optimize", "--mode", "local", "--trials", "1", "--base", base_run,
+                     "--set", f"data_path={tmp_path / 'missing.csv'}", "--report-period", "2", timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert re.search(r"^trial 1/1 [0-9a-f]{8} .*: failed, no validation score \(step 'load' failed", result.stdout,
+                     re.M), result.stdout
+    assert "1 trial(s) ended, 0 with a validation score, 1 failed or aborted" in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no trial completed with a validation score")
+
+
+@pytest.mark.server
+def test_the_optimizer_can_run_on_the_services_queue(agents, checkout, base_run):
+    result = run_cli(agents, checkout, "optimize", "--mode", "local", "--trials", "1", "--base", base_run,
+                     "--optimizer-queue", "services", "--report-period", "2", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the optimizer runs on queue 'services'" in result.stdout
+    optimizer_id = run_id(result.stdout)
+    task = agents.api.wait(optimizer_id, timeout=600)
+    assert task["status"] == "completed" and task["last_worker"].startswith("test-agent-services"), task["status"]
+    trials = _trials(agents.api, optimizer_id)
+    assert [t["status"] for t in trials] == ["completed"]
