@@ -51,7 +51,8 @@ def _seconds(task) -> Optional[float]:
     return None
 
 
-def _short(params: Mapping[str, Any]) -> str:
+def short_params(params: Mapping[str, Any]) -> str:
+    """``name=value ...`` of sampled parameters (``Args/`` dropped, floats to 4 significant digits)."""
     return " ".join(f"{name.split('/', 1)[-1]}={value:.4g}" if isinstance(value, float) else
                     f"{name.split('/', 1)[-1]}={value}" for name, value in params.items())
 
@@ -119,7 +120,7 @@ class TrialLog:
             result = f"{trial.status}, no validation score" + (f" ({trial.reason})" if trial.reason else "")
         best = self.best
         best_text = f"best so far {best.validation:.4f} ({best.task_id[:8]})" if best else "no trial completed yet"
-        return f"trial {k}/{self.total} {trial.task_id[:8]}{took}: {_short(trial.params)}: {result}; {best_text}"
+        return f"trial {k}/{self.total} {trial.task_id[:8]}{took}: {short_params(trial.params)}: {result}; {best_text}"
 
     def follow(self, running: Callable[[], bool], period: float = 2.0) -> None:
         """Poll until ``running()`` is false, then once more (Ctrl-C raises KeyboardInterrupt here)."""

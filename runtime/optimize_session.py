@@ -30,7 +30,7 @@ from runtime.optimize import (
     search_parameters,
     stop_trials,
 )
-from runtime.optimize_report import TrialLog, summary
+from runtime.optimize_report import TrialLog, short_params, summary
 
 #: Progress lines ClearML's optimizer and Optuna print on their own; the trial lines replace them.
 _NOISE = ("Progress report #", "OptunaObjective", "Pruning trial with duplicate", "Updating job performance")
@@ -164,9 +164,7 @@ class OptimizeSession:
             local=self.local, spawn_project=pipeline_project(self.project, self.name), fixed=fixed,
             time_limit_min=o.time_limit, seed=o.seed, report_period_s=o.report_period)
         strategy = self.optimizer.get_optimizer()
-        strategy.set_job_naming_scheme(lambda base, params: f"{self.name} trial: " + " ".join(
-            f"{k.split('/', 1)[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('/', 1)[-1]}={v}"
-            for k, v in params.items()))
+        strategy.set_job_naming_scheme(lambda base, params: f"{self.name} trial: {short_params(params)}")
         self.log = TrialLog(strategy.get_created_jobs_ids, o.objective, self.total)
 
     @property
