@@ -79,6 +79,11 @@ def _failure(exc: BaseException, context: RunContext) -> str:
         return context.watch.failure
     if isinstance(exc, StepNotCompleted):
         return str(exc)
+    from runtime.session_disk import disk_full_reason
+
+    full = disk_full_reason(exc, current_controller())
+    if full:
+        return full
     lost = context.server.lost_reason() if context.server is not None and not isinstance(exc, KeyboardInterrupt) else None
     if lost:  # e.g. an IndexError deep in ClearML because the server forgot the run's task
         return lost

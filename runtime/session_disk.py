@@ -116,6 +116,18 @@ def quiet_disk_full() -> None:
             handler.addFilter(quiet)
 
 
+def disk_full_reason(exc: BaseException, task) -> str | None:
+    """The one line for a run that ended with a full disk under its offline session, or None."""
+    from clearml import Task
+
+    if task is None or not Task.is_offline() or not isinstance(exc, OSError) or exc.errno not in _DISK_FULL:
+        return None
+    folder = _cache_of(task)
+    if shutil.disk_usage(folder).free >= 2**20 and not _in_cache(exc, task):
+        return None  # another disk (the output folder's has its own message)
+    return str(_full(folder, "no space left on device"))
+
+
 def remove_broken_session(task) -> None:
     """After a failed offline run: remove its session zip if it is not a whole zip (e.g. 0 bytes, the disk full)."""
     zip_path = Path(f"{task.get_offline_mode_folder()}.zip")

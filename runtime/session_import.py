@@ -8,6 +8,7 @@ session that recorded none (its run was killed) as aborted, saying so.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import runtime.outcome as outcome
@@ -32,7 +33,7 @@ def session_outcome(path: Path) -> outcome.Outcome:
             if damaged:
                 raise zipfile.BadZipFile(f"member {damaged} is damaged")
         return outcome.read_session_outcome(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, ValueError, EOFError) as exc:
         first = " ".join(str(exc).split()) or type(exc).__name__
         raise SessionError(f"{path} cannot be read as an offline session ({first}): the file is damaged or "
                            "incomplete; import the session folder of the same name instead, if it is still in "

@@ -69,18 +69,16 @@ def test_a_cache_disk_that_fills_during_the_run_fails_it_and_leaves_no_broken_zi
     deadline = time.monotonic() + 120
     while not list(small_disk.glob("offline/offline-*/task.json")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    with open(small_disk / "filler", "wb") as filler:  # the disk fills while the steps run
-        try:
+    fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)  # the disk fills while the steps run
+    try:
+        for size in (2**20, 4096, 1):
             while True:
-                filler.write(b"\0" * 2**20)
-        except OSError:
-            pass
-        while shutil.disk_usage(small_disk).free > 0:  # the last bytes too
-            try:
-                filler.write(b"\0" * 4096)
-                filler.flush()
-            except OSError:
-                break
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr[-2000:]
     errors = _errors(stderr)
