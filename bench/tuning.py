@@ -83,14 +83,25 @@ def trial_cost(server, code: Path, tmp: Path, base: str) -> list[tuple]:
     return rows
 
 
+def _args(api, task_id: str) -> dict[str, str]:
+    hyper = api("tasks.get_hyper_params", tasks=[task_id])["params"][0]["hyperparams"]
+    return {p["name"]: p.get("value") for p in hyper if p["section"] == "Args"}
+
+
+def _validation(api, task_id: str) -> float:
+    metrics = api("tasks.get_all_ex", id=[task_id], only_fields=["last_metrics"])["tasks"][0]["last_metrics"]
+    return next(v["value"] for m in metrics.values() for v in m.values()
+                if (v["metric"], v["variant"]) == ("Summary", "xgboost/validation R2"))
+
+
 def tuned_params(server, code: Path, tmp: Path, base: str, trials: int, seed: int) -> tuple[dict, float, float]:
     """``optimize --mode local``: the best parameters, the best validation R² and the command's wall time."""
     result, wall = _cli(server, code, tmp, "optimize", "--mode", "local", "--trials", str(trials), "--seed",
                         str(seed), "--base", base, "--report-period", "10")
+    print(result.stdout[-4000:], flush=True)  # the trial lines and the best trials
     best = BEST.search(result.stdout).group(1)
-    args = {k.split("/", 1)[1]: v for k, v in server.api.params(best).items() if k.startswith("Args/")}
-    validation = server.api.last_scalars(best)[("Summary", "xgboost/validation R2")]
-    return {name: args[name] for name in TUNED}, validation, wall
+    args = _args(server.api, best)
+    return {name: args[name] for name in TUNED}, _validation(server.api, best), wall
 
 
 def seed_scores(data: Path, tuned: dict, seeds: list[int]) -> pd.DataFrame:
