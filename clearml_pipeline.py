@@ -14,13 +14,13 @@ in ``cli/``, ClearML's runtime plumbing in ``runtime/``; every parameter is defi
 import sys
 
 from runtime.components import RunSettings, pipeline_arguments
+from steps.params import MODEL_KINDS
 
 PROJECT = "California Housing"
 PIPELINE_NAME = "tabular regression"
 PIPELINE_VERSION = "1.0.0"
-TRAINING_STEPS = {"polynomial": "train_polynomial", "xgboost": "train_xgboost", "linear": "train_linear",
-                  "random_forest": "train_random_forest"}
-STEP_NAMES = ("load", "split", *TRAINING_STEPS.values(), "evaluate")
+#: The steps, in DAG order: one training step per model kind (:data:`steps.params.MODEL_KINDS`).
+STEP_NAMES = ("load", "split", *(f"train_{kind}" for kind in MODEL_KINDS), "evaluate")
 
 # What each step needs on an agent (ranges as in requirements.txt).
 DATA = ["numpy>=1.26,<3", "pandas>=2.2,<4", "scikit-learn>=1.6,<1.10"]
@@ -168,8 +168,8 @@ def build_pipeline(settings: RunSettings):
                           packages=DATA)
     split_step = component(split, return_values=["X_train", "X_test", "y_train", "y_test"], cache=True,
                            task_type="data_processing", packages=DATA)
-    trainers = {"polynomial": train_polynomial, "xgboost": train_xgboost, "linear": train_linear,
-                "random_forest": train_random_forest}
+    trainers = {function.__name__.removeprefix("train_"): function
+                for function in (train_polynomial, train_xgboost, train_linear, train_random_forest)}
     train = {kind: component(trainers[kind], kind=kind, return_values=["model", "validation"], task_type="training",
                              packages=DATA + (XGBOOST if kind == "xgboost" else []),
                              auto_connect_frameworks={"xgboost": False})
@@ -183,7 +183,7 @@ def build_pipeline(settings: RunSettings):
     def tabular_regression(**args):
         """The controller: its arguments are the run's ``Args`` (:class:`steps.params.PipelineParameters`)."""
         p = controller.start(args, settings)
-        data_source, data_sha256 = controller.data_input(p)
+        _, data_sha256 = controller.data_input(p)
         dataset, data_record = load_step(p.data_path, data_sha256=data_sha256, dataset_id=p.dataset_id)
         X_train, X_test, y_train, y_test = split_step(dataset, test_size=p.test_size, random_state=p.random_state)
         trained = {kind: train[kind](X_train, y_train, **model_arguments(kind, p)) for kind in p.model_list()}
