@@ -32,6 +32,8 @@ SUMMARY_TITLE = "Summary"
 LOCAL_TRIAL_ENV = "TABULAR_OPTIMIZE_LOCAL_TRIAL"
 #: The hyperparameter (section ``optimize``) that holds the command line of a search an agent runs.
 COMMAND_PARAMETER = "optimize/command"
+#: The tag ClearML's optimizer gives every trial it creates.
+TRIAL_TAG = "optimization"
 #: Statuses of a task that has ended.
 ENDED = ("completed", "failed", "stopped", "published", "closed")
 
@@ -131,7 +133,8 @@ def check_base_run(task, objective: str) -> None:
 
 
 def find_base_run(project: str, name: str, objective: str, base_id: str = "") -> str:
-    """The id of the base run: ``base_id`` checked, or the newest completed run of the pipeline that can be one.
+    """The id of the base run: ``base_id`` checked, or the newest completed run of the pipeline that can be one
+    and is not itself a trial (whose ``--set`` values would leak into the new search).
 
     :raises OptimizeError: an unknown or unsuitable ``base_id``, or no completed run to start from.
     """
@@ -149,12 +152,15 @@ def find_base_run(project: str, name: str, objective: str, base_id: str = "") ->
         return task.id
     problems = []
     for task in _completed_runs(project, name):
+        if TRIAL_TAG in task.get_tags():  # a trial carries its search's --set values: start from a real run
+            continue
         try:
             check_base_run(task, objective)
             return task.id
         except OptimizeError as exc:
             problems.append(str(exc))
-    raise OptimizeError(f"no completed run of pipeline '{name}' (project '{project}') can be tuned"
+    raise OptimizeError(f"no completed run of pipeline '{name}' (project '{project}') can be tuned (trials of "
+                        "earlier searches are not taken)"
                         f"{' (newest: ' + problems[0] + ')' if problems else ''}; launch one first: python "
                         f"clearml_pipeline.py --mode local --models {objective} (or pass --base RUN_ID)")
 
@@ -190,6 +196,10 @@ def trial_job_class(base_class: type, fixed: Mapping[str, Any], strategy_of) -> 
                     study.stop()
                     raise optuna.TrialPruned()
             super().__init__(*args, parameter_override={**fixed, **(parameter_override or {})}, **kwargs)
+            own = set(kwargs.get("tags") or [])  # a trial of a trial: not tagged with the older search too
+            tags = self.task.get_tags()
+            if any(t.startswith("opt: ") and t not in own for t in tags):
+                self.task.set_tags([t for t in tags if not t.startswith("opt: ") or t in own])
 
     return TrialJob
 
