@@ -277,11 +277,30 @@ def stop_trials(optimizer_id: str, reason: str = "the optimization was interrupt
     for task in trials + [step for trial in trials for step in _children(client, trial.id)]:
         if str(task.status) not in ("queued", "in_progress", "created"):
             continue
-        try:
-            if str(task.status) == "queued":
+        if str(task.status) == "queued":
+            try:
                 Task.dequeue(task.id)
+            except Exception:  # an agent took it meanwhile: stopped below all the same
+                pass
+        try:
             client.tasks.stop(task=task.id, force=True, status_reason=reason, status_message=reason)
             stopped += 1
         except Exception:  # ended meanwhile
             continue
+    return stopped
+
+
+def stop_search(optimizer_id: str, quiet_rounds: int = 3, period: float = 2.0, limit: float = 40.0) -> int:
+    """:func:`stop_trials` again and again until ``quiet_rounds`` rounds in a row find nothing left to stop
+    (a trial's controller may enqueue a step until its agent has killed it), for at most ``limit`` seconds.
+
+    :returns: how many tasks were stopped.
+    """
+    import time
+
+    stopped, quiet, deadline = 0, 0, time.monotonic() + limit
+    while quiet < quiet_rounds and time.monotonic() < deadline:
+        found = stop_trials(optimizer_id)
+        stopped, quiet = stopped + found, 0 if found else quiet + 1
+        time.sleep(period)
     return stopped

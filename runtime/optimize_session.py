@@ -14,7 +14,6 @@ import logging
 import os
 import shlex
 import sys
-import time
 from math import prod
 
 from runtime.optimize import (
@@ -28,7 +27,7 @@ from runtime.optimize import (
     objective_series,
     pipeline_project,
     search_parameters,
-    stop_trials,
+    stop_search,
 )
 from runtime.optimize_report import TrialLog, short_params, summary
 
@@ -219,9 +218,7 @@ class OptimizeSession:
         _stop_children()
         stopped = 0
         if self.task is not None:
-            for _ in range(2):  # a trial's controller may have enqueued a step meanwhile
-                stopped += stop_trials(self.task.id)
-                time.sleep(2)
+            stopped = stop_search(self.task.id)
             self.task.close()  # first: closing marks a running task completed
             self.task.mark_stopped(force=True, status_message="interrupted (Ctrl-C)")
         if search is not None:
