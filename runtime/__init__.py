@@ -21,6 +21,7 @@ module                 what it is
 ``optimize``           ``optimize``: HyperParameterOptimizer over the pipeline's ``Args`` (space, base run, stop)
 ``optimize_session``   one ``optimize`` search: checks, the optimizer's task, trials followed, Ctrl-C
 ``optimize_report``    ``optimize``'s lines: one per trial, the best trials, the command of the best
+``optimize_stop``      Ctrl-C during ``optimize``: its trials and their steps stopped on the server
 ``sdk``                the only uses of ClearML's private internals, version-checked
 ``errors``             :class:`SetupError`
 =====================  =====================================================================

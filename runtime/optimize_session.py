@@ -27,9 +27,9 @@ from runtime.optimize import (
     objective_series,
     pipeline_project,
     search_parameters,
-    stop_search,
 )
 from runtime.optimize_report import TrialLog, short_params, summary
+from runtime.optimize_stop import stop_search
 
 #: Progress lines ClearML's optimizer and Optuna print on their own; the trial lines replace them.
 _NOISE = ("Progress report #", "OptunaObjective", "Pruning trial with duplicate", "Updating job performance")
