@@ -251,7 +251,7 @@ def start_agent(server: Server, queue: str, timeout: float = 120) -> subprocess.
     if command is None:
         raise RuntimeError(f"no agent serves queue {queue!r} and clearml-agent is not installed here "
                            "(pip install clearml-agent)")
-    worker = f"test-{queue}-{os.getpid()}"
+    worker = f"test-agent-{queue}-p{os.getpid()}"  # named as the harness names its agents
     env = {**server.client_env(), "CLEARML_WORKER_ID": worker, "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": sys.executable,
            "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1"}
     log = open(server.state / "logs" / f"agent-{queue}.log", "ab")  # noqa: SIM115 (the agent's, while it runs)
