@@ -505,6 +505,12 @@ def _rounds_note(model) -> str:
 @functools.cache
 def _say_cpu_fallback(device: str) -> None:
     """Once per process and device (the final model and its validation fit fall back alike)."""
+    import xgboost
+
+    if not xgboost.build_info().get("USE_CUDA"):  # xgboost-cpu, as requirements.txt installs on Linux and Windows
+        log.warning(f"xgb_device '{device}': this XGBoost has no CUDA support (xgboost-cpu), so it trained on the CPU; "
+                    "for GPUs: pip uninstall -y xgboost-cpu && pip install 'xgboost>=2.1,<4'")
+        return
     log.warning(f"xgb_device '{device}': no CUDA GPU is visible on this machine, so XGBoost trained on the CPU")
 
 
