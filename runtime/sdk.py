@@ -7,12 +7,18 @@ Everything else uses ClearML's public API. What is here has no public equivalent
   level of the DAG waits out part of that. The two modules' ``sleep`` is replaced by a capped one.
 
 ``tests/test_sdk_internals.py`` fails when an SDK upgrade changes what these rely on, so the
+* :func:`drop_direct_stderr_lines`: ClearML writes a few messages (its log writer's retries) straight
+  to the process's real stderr (``TaskHandler._log_stderr`` calls ``sys.stderr._original_write``),
+  past ``logging``; an offline run on a full disk drops those about the full disk (it says so once).
+
 version range of :data:`SUPPORTED_VERSIONS` is widened only after that test passes.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable
 
 #: The ClearML SDK versions whose internals were checked (``tests/test_sdk_internals.py``).
 SUPPORTED_VERSIONS = ("2.1.",)
@@ -45,4 +51,24 @@ def cap_step_polling(seconds: float = 1.0) -> bool:
 
     controller.sleep = capped_sleep
     job.sleep = capped_sleep
+    return True
+
+
+def drop_direct_stderr_lines(drop: Callable[[str], bool]) -> bool:
+    """Drop the text ClearML writes straight to the real stderr when ``drop(text)`` is true.
+
+    Applies once ClearML captures the console (after ``Task.init``: ``sys.stderr`` then has
+    ``_original_write``); on an SDK version not in :data:`SUPPORTED_VERSIONS` nothing is replaced.
+
+    :returns: whether the filter was installed.
+    """
+    stream = sys.stderr
+    original = getattr(stream, "_original_write", None)
+    if not internals_supported() or original is None:
+        return False
+
+    def write(text: str):
+        return len(text) if drop(text) else original(text)
+
+    stream._original_write = write
     return True

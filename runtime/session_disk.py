@@ -108,6 +108,10 @@ def quiet_disk_full() -> None:
         previous(args)
 
     threading.excepthook = hook
+    from runtime.sdk import drop_direct_stderr_lines
+
+    drop_direct_stderr_lines(lambda text: "Errno 28" in text or "No space left on device" in text
+                             or ("Flush timeout" in text and "dropping last" in text))
     quiet = _DiskFullFilter()
     names = [name for name in logging.Logger.manager.loggerDict if name.split(".")[0] == "clearml"]
     for logger in [logging.getLogger(name) for name in names]:

@@ -50,3 +50,27 @@ def test_the_public_pipeline_api_the_runtime_uses_is_there():
     assert {"job", "name", "executed", "cache_executed_step"} <= node_fields
     for name in ("task_id", "status", "is_cached_task", "abort"):
         assert callable(getattr(job.ClearmlJob, name))
+
+
+def test_clearml_writes_its_log_retries_straight_to_the_real_stderr_through_original_write():
+    """runtime.sdk.drop_direct_stderr_lines wraps ``sys.stderr._original_write``, which ClearML's log writer calls."""
+    from clearml.backend_interface.task.log import TaskHandler
+
+    assert "_original_write" in inspect.getsource(TaskHandler._log_stderr)
+
+
+def test_drop_direct_stderr_lines_filters_only_what_it_is_told(monkeypatch):
+    import io
+
+    written = io.StringIO()
+
+    class Captured(io.StringIO):
+        _original_write = staticmethod(written.write)
+
+    monkeypatch.setattr("sys.stderr", Captured())
+    assert sdk.drop_direct_stderr_lines(lambda text: "Errno 28" in text)
+    import sys
+
+    sys.stderr._original_write("retrying: [Errno 28] No space left on device\n")
+    sys.stderr._original_write("kept\n")
+    assert written.getvalue() == "kept\n"
