@@ -179,12 +179,10 @@ def run_local_trial(pipeline: ModuleType) -> int:
     Its output (and its steps') goes to its task's console log only: the search prints a line per trial."""
     from clearml import PipelineDecorator
 
-    import runtime.controller
     from cli.main import run_agent_controller
 
-    os.environ.pop(LOCAL_TRIAL_ENV, None)
-    # no agent will stop this process after a recorded failure: leave at once (the status stays failed)
-    runtime.controller.leave_to_agent = lambda timeout=0.0: None
+    os.environ.pop(LOCAL_TRIAL_ENV, None)  # (no agent: after a recorded failure it leaves at once)
+    os.environ.pop("CLEARML_WORKER_ID", None)
     quiet = os.open(os.devnull, os.O_WRONLY)  # its console is on its task (ClearML captures it), not the search's
     os.dup2(quiet, 1)
     os.dup2(quiet, 2)

@@ -183,13 +183,16 @@ def leave_to_agent(timeout: float = 60.0) -> None:
     Exiting 0 would make the agent print "Process completed successfully" under the failure; exiting
     non-zero would make it replace the status reason with "worker execution exit code N". Seeing the
     task failed (it checks every few seconds), the agent prints "Task failed: stopping task" and kills
-    this process, leaving the reason the web UI shows. After ``timeout`` seconds the caller exits anyway.
+    this process, leaving the reason the web UI shows. After ``timeout`` seconds the caller exits anyway;
+    with no agent (``CLEARML_WORKER_ID`` unset), at once.
     """
     import sys
     import time
 
     sys.stdout.flush()
     sys.stderr.flush()
+    if not os.environ.get("CLEARML_WORKER_ID"):  # no agent runs this process (e.g. optimize's local trial)
+        return
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

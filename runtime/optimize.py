@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from runtime import sdk
 from steps.errors import BadInput
 
 #: Search strategies: ClearML's Optuna, random and grid search.
@@ -188,8 +189,8 @@ def trial_job_class(base_class: type, fixed: Mapping[str, Any], strategy_of) -> 
     class TrialJob(base_class):
         def __init__(self, *args, parameter_override=None, **kwargs):
             strategy = strategy_of()
-            if strategy is not None and strategy._stop_event.is_set():  # a stop from another thread: Optuna's
-                study = getattr(strategy, "_study", None)          # study.stop() works only in its own
+            if strategy is not None and sdk.search_stop_requested(strategy):  # a stop from another thread:
+                study = sdk.optuna_study(strategy)  # Optuna's study.stop() works only in its own
                 if study is not None:                                # thread, which is this one
                     import optuna
 

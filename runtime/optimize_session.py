@@ -16,6 +16,7 @@ import shlex
 import sys
 from math import prod
 
+from runtime import sdk
 from runtime.optimize import (
     COMMAND_PARAMETER,
     LOCAL_TRIAL_ENV,
@@ -212,7 +213,7 @@ class OptimizeSession:
         """Ctrl-C or SIGTERM: stop the optimizer and every trial (and its steps), mark the task aborted; then
         raise KeyboardInterrupt again (``cli.errors``: ``error: interrupted``, exit 130)."""
         print("interrupted: stopping the optimizer and its trials ...", file=sys.stderr, flush=True)
-        search = getattr(self.optimizer, "_thread", None)  # ClearML's search thread (launches the trials)
+        search = sdk.search_thread(self.optimizer)  # ClearML's search thread (launches the trials)
         if self.optimizer is not None:
             self.optimizer.stop(wait_for_reporter=False)  # no new trial; running ones aborted
         _stop_children()

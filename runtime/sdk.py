@@ -11,6 +11,10 @@ Everything else uses ClearML's public API. What is here has no public equivalent
   to the process's real stderr (``TaskHandler._log_stderr`` calls ``sys.stderr._original_write``),
   past ``logging``; an offline run on a full disk drops those about the full disk (it says so once).
 
+* :func:`search_stop_requested`, :func:`optuna_study`, :func:`search_thread`: ClearML's optimizer has
+  no public way to tell, from a trial's launch, that ``stop()`` was called from another thread (Optuna's
+  ``study.stop()`` works only in the search's own thread), nor to wait for its search thread.
+
 version range of :data:`SUPPORTED_VERSIONS` is widened only after that test passes.
 """
 
@@ -72,3 +76,18 @@ def drop_direct_stderr_lines(drop: Callable[[str], bool]) -> bool:
 
     stream._original_write = write
     return True
+
+
+def search_stop_requested(strategy) -> bool:
+    """Whether ``stop()`` was called on a ClearML search strategy (its ``_stop_event``)."""
+    return bool(getattr(strategy, "_stop_event", None) is not None and strategy._stop_event.is_set())
+
+
+def optuna_study(strategy):
+    """The Optuna study of ClearML's ``OptimizerOptuna`` (its ``_study``), or None."""
+    return getattr(strategy, "_study", None)
+
+
+def search_thread(optimizer):
+    """The thread in which ClearML's ``HyperParameterOptimizer`` runs its search (its ``_thread``), or None."""
+    return getattr(optimizer, "_thread", None)

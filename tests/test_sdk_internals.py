@@ -74,3 +74,14 @@ def test_drop_direct_stderr_lines_filters_only_what_it_is_told(monkeypatch):
     sys.stderr._original_write("retrying: [Errno 28] No space left on device\n")
     sys.stderr._original_write("kept\n")
     assert written.getvalue() == "kept\n"
+
+
+def test_the_optimizer_internals_optimize_relies_on_are_there():
+    """runtime.sdk.search_stop_requested / optuna_study / search_thread read these attributes."""
+    from clearml.automation.optimization import HyperParameterOptimizer, SearchStrategy
+    from clearml.automation.optuna import OptimizerOptuna
+
+    assert "self._stop_event" in inspect.getsource(SearchStrategy.__init__)
+    assert "self._study" in inspect.getsource(OptimizerOptuna)
+    assert "self._thread" in inspect.getsource(HyperParameterOptimizer)
+    assert sdk.search_stop_requested(object()) is False and sdk.optuna_study(object()) is None
