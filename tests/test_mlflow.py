@@ -200,7 +200,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def mlflow_server(tmp_path_factory):
     """``mlflow server`` on 127.0.0.1 (SQLite store, artifacts served from its folder): its URL."""
     import requests
 
@@ -234,11 +234,11 @@ def server(tmp_path_factory):
             proc.wait()
 
 
-def test_run_page_on_an_mlflow_server(server, run_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+def test_run_page_on_an_mlflow_server(mlflow_server, run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     run_id, url = log_run(experiment="california-housing", params=PARAMS, output_dir=run_dir,
                           data_record=DATA_RECORD, clearml_task_id="offline-0123abcd")
-    assert url.startswith(f"{server}/#/experiments/") and url.endswith(f"/runs/{run_id}")
+    assert url.startswith(f"{mlflow_server}/#/experiments/") and url.endswith(f"/runs/{run_id}")
     sync_playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").sync_playwright
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no chromium at {CHROMIUM} (Debian's package chromium)")
@@ -317,3 +317,25 @@ def test_the_mlflow_flag_without_mlflow_is_one_line_before_anything_runs(tmp_pat
     assert result.stderr.strip() == ("error: --mlflow needs MLflow, which is not installed; install it with: "
                                      f"{INSTALL_HINT}")
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.server
+def test_the_mlflow_flag_on_a_server_run_links_both_ways(agents, checkout, data, tmp_path):
+    """``--mode local --mlflow``: the controller (this process) logs the run once; the MLflow run names the
+    ClearML run (id and link) and the ClearML run carries the MLflow run id."""
+    from mlflow.tracking import MlflowClient
+
+    from server_support import run_cli, run_id
+
+    uri = f"sqlite:///{tmp_path / 'server-run.db'}"
+    result = run_cli(agents, checkout, "--mode", "local", "--mlflow", "--models", "polynomial", "--data", str(data),
+                     "--output-dir", str(tmp_path / "out"), env=agents.client_env(MLFLOW_TRACKING_URI=uri,
+                                                                                    **LOOPBACK_ENV))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = run_id(result.stdout)
+    mlflow_run = next(line.split()[2] for line in result.stdout.splitlines() if line.startswith("MLflow: run "))
+    logged = MlflowClient(tracking_uri=uri).get_run(mlflow_run)
+    assert logged.data.tags["clearml_task_id"] == run and run in logged.data.tags["clearml_url"]
+    assert "polynomial_validation_r2" in logged.data.metrics
+    properties = agents.api.params(run)
+    assert properties["properties/mlflow_run_id"] == mlflow_run
