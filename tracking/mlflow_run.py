@@ -195,36 +195,21 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def log_run(
-    *,
-    experiment: str,
-    params: Mapping[str, object],
-    output_dir: Path,
-    data_record: Mapping[str, str],
-    clearml_task_id: str = "",
-    clearml_url: str = "",
-    validation: Optional[pd.DataFrame] = None,
-) -> tuple[str, str]:
-    """Log the finished run in ``output_dir`` as ONE MLflow run of the experiment ``experiment``.
+def log_run(*, experiment: str, params: Mapping[str, object], output_dir: Path, data_record: Mapping[str, str],
+            clearml_task_id: str = "", clearml_url: str = "", validation: Optional[pd.DataFrame] = None,
+            ) -> tuple[str, str]:
+    """Log the finished run in ``output_dir`` as ONE MLflow run of ``experiment`` (created if missing; what is
+    logged: the module docstring). Inputs are checked before anything is sent; a run failing midway ends FAILED.
 
-    The experiment is created if missing. What is logged: see the module docstring. The output
-    folder and ``validation`` are checked before anything is sent; a run that fails midway is
-    ended with status FAILED.
-
-    :param experiment: MLflow experiment name (e.g. the ClearML project name).
-    :param params: the run's parameters, ``{name: value}`` (logged as text).
-    :param output_dir: a finished run's folder: ``metrics.csv`` (model, r2, rmse, mae, n_test; RMSE
-        and MAE in $100k), PNGs, ``models/<model>.joblib``.
-    :param data_record: ``{"data_source", "data_sha256", "data_rows"}`` of the training data (tags).
-    :param clearml_task_id: the ClearML pipeline run's id (tag, when given); ``clearml_url``: its page.
-    :param validation: optional DataFrame, one row per model, columns ``model, r2, rmse, mae``
-        (validation set; $100k), logged as ``<model>_validation_<metric>``.
-    :returns: ``(run_id, run_url)``; ``run_url`` is the run's page for an ``http(s)://`` tracking
-        URI, else ``""``.
-    :raises MlflowLogError: MLflow is not installed (the message gives :data:`INSTALL_HINT`), the
-        output folder lacks ``metrics.csv`` or models, ``validation`` lacks columns, the tracking
-        server does not answer, or MLflow fails (store not writable, locked, refused...): one line
-        naming the tracking URI and the fix.
+    :param params: ``{name: value}`` (logged as text). :param output_dir: a finished run's folder:
+        ``metrics.csv`` (model, r2, rmse, mae, n_test; RMSE, MAE in $100k), PNGs, ``models/<model>.joblib``.
+    :param data_record: ``{"data_source", "data_sha256", "data_rows"}`` (tags); ``clearml_task_id``,
+        ``clearml_url``: the ClearML run (tags, when given).
+    :param validation: optional, one row per model: ``model, r2, rmse, mae`` ($100k), as ``<model>_validation_*``.
+    :returns: ``(run_id, run_url)``; ``run_url`` for an ``http(s)://`` tracking URI, else ``""``.
+    :raises MlflowLogError: MLflow not installed (names :data:`INSTALL_HINT`), no ``metrics.csv`` or models,
+        ``validation`` lacking columns, a tracking server not answering, or MLflow failing: one line naming the
+        tracking URI and the fix.
     """
     output_dir = Path(output_dir).expanduser().absolute()
     table = _read_metrics(output_dir / "metrics.csv")
@@ -238,11 +223,9 @@ def log_run(
     from mlflow.tracking import MlflowClient
 
     uri = mlflow.get_tracking_uri()
-    if uri.startswith(("http://", "https://")):
+    if uri.startswith(("http://", "https://")):  # MLflow retries a dead server for minutes
         _check_server(uri)
-    metrics = _metrics(table, "test")
-    for model, values in (_metrics(validation, "validation") if validation is not None else {}).items():
-        metrics.setdefault(model, {}).update(values)
+    metrics = _all_metrics(table, validation)
     tags = {**{str(k): str(v) for k, v in data_record.items()}, "output_dir": str(output_dir),
             **({"clearml_task_id": clearml_task_id} if clearml_task_id else {}),
             **({"clearml_url": clearml_url} if clearml_url else {})}
@@ -265,6 +248,14 @@ def log_run(
             f"could not log the run to MLflow at {uri} ({_one_line(exc)}); check that this tracking store is "
             "reachable and writable, or set MLFLOW_TRACKING_URI to one that is (e.g. sqlite:///mlflow.db)") from None
     return run_id, run_url(uri, experiment_id, run_id)
+
+
+def _all_metrics(table: pd.DataFrame, validation: Optional[pd.DataFrame]) -> dict[str, dict[str, float]]:
+    """``{model: {metric name: value}}``: the test metrics, and the validation ones when given."""
+    metrics = _metrics(table, "test")
+    for model, values in (_metrics(validation, "validation") if validation is not None else {}).items():
+        metrics.setdefault(model, {}).update(values)
+    return metrics
 
 
 def _log_models(models: Mapping[str, object]) -> dict[str, str]:
