@@ -9,7 +9,6 @@ train and evaluate every model it was asked for never exits 0 and never prints r
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 import traceback
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import runtime.outcome as outcome
-from runtime.step_watch import StepWatch, stop_steps
+from runtime.step_watch import StepState, StepWatch, failed_step_reason, stop_steps
 
 
 @dataclass
@@ -40,20 +39,6 @@ def raising_step(exc: BaseException, step_names: tuple[str, ...]) -> Optional[st
             step = tb.tb_frame.f_code.co_name
         tb = tb.tb_next
     return step
-
-
-def step_error_line(task_id: str) -> str:
-    """The last ``SomethingError: ...`` line a step task printed (its console log on the server), or ''."""
-    from clearml import Task
-
-    try:
-        reports = Task.get_task(task_id=task_id).get_reported_console_output(number_of_reports=5)
-    except Exception:
-        return ""
-    lines = [line.strip() for report in reports for line in str(report).splitlines()]
-    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", line)]
-    # the project's own bad-input errors read as the offline run's do: the message alone
-    return re.sub(r"^steps\.\w+\.(\w*Error|BadInput): ", "", errors[-1]) if errors else ""
 
 
 def unfinished_steps() -> dict[str, str]:
@@ -94,8 +79,8 @@ def _failure(exc: BaseException, context: RunContext) -> str:
                 from clearml import PipelineDecorator
 
                 node = PipelineDecorator.get_current_pipeline().get_pipeline_dag()[name]
-                detail = step_error_line(node.job.task_id())
-                return f"step '{name}' failed: {detail}" if detail else outcome.failure_reason(exc, name)
+                said = failed_step_reason(StepState(name, node.job.task_id(), status))
+                return said if said != f"step '{name}' failed" else outcome.failure_reason(exc, name)
     return outcome.failure_reason(exc, step, context.output_dir)
 
 

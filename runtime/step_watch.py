@@ -18,6 +18,7 @@ the nodes' jobs, ``Task.dequeue`` and the REST API through ``APIClient``.
 from __future__ import annotations
 
 import _thread
+import re
 import sys
 import threading
 import time
@@ -93,6 +94,33 @@ def _age(moment: Optional[datetime], now: datetime) -> float:
     return (now - moment).total_seconds() if moment is not None else float("inf")
 
 
+def _console_lines(task_id: str) -> list[str]:
+    from clearml import Task
+
+    try:
+        reports = Task.get_task(task_id=task_id).get_reported_console_output(number_of_reports=5)
+    except Exception:
+        return []
+    return [line.strip() for report in reports for line in str(report).splitlines()]
+
+
+def step_error_line(task_id: str) -> str:
+    """The last ``SomethingError: ...`` line a step task printed (its console log on the server), or ''."""
+    errors = [line for line in _console_lines(task_id) if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", line)]
+    # the project's own bad-input errors read as the offline run's do: the message alone
+    return re.sub(r"^steps\.\w+\.(\w*Error|BadInput): ", "", errors[-1]) if errors else ""
+
+
+def failed_step_reason(step: StepState) -> str:
+    """Why a step ended failed: aborted by a user (ClearML then marks the step's process failed), its error
+    line, or its status reason."""
+    lines = _console_lines(step.task_id)
+    if any("USER ABORTED" in line for line in lines):
+        return f"step '{step.name}' was aborted"
+    detail = step_error_line(step.task_id) or step.reason
+    return f"step '{step.name}' failed" + (f": {detail}" if detail else "")
+
+
 class StepWatch:
     """Watches the launched steps of the current pipeline every ``period`` seconds (see the module).
 
@@ -136,7 +164,7 @@ class StepWatch:
             if step.status == "stopped":
                 return f"step '{step.name}' was aborted" + (f" ({step.reason})" if step.reason else "")
             if step.status == "failed":
-                return f"step '{step.name}' failed" + (f": {step.reason}" if step.reason else "")
+                return failed_step_reason(step)
             if step.status == "in_progress" and step.worker:
                 workers = workers if workers is not None else _workers(client)
                 lost = self._lost(client, step, workers, now)

@@ -164,10 +164,13 @@ def test_web_ui_shows_the_pipeline_its_steps_and_args(agents, local_run, tmp_pat
     run, out = local_run
     web = agents.env["CLEARML_WEB_HOST"]
     project = agents.api.task(run)["project"]["id"]
-    evaluate = agents.api.step_tasks(run)["evaluate"]
+    step_ids = agents.api.step_tasks(run)
+    evaluate = step_ids["evaluate"]
     texts = _pages(agents, tmp_path, [
         {"name": "pipeline", "url": f"{web}/pipelines/{project}/tasks/{run}", "wait_for": "train_xgboost"},
-        {"name": "steps", "url": f"{web}/projects/{project}/tasks", "wait_for": "evaluate"},
+        # each step of this run on its own page (the project's task list also holds other tests' runs)
+        *({"name": f"step:{step}", "url": f"{web}/projects/{project}/tasks/{task_id}/execution", "wait_for": step}
+          for step, task_id in step_ids.items()),
         {"name": "plots", "url": f"{web}/projects/{project}/tasks/{evaluate}/plots",
          "wait_for": "Model comparison (test set)"},
     ])
@@ -179,9 +182,11 @@ def test_web_ui_shows_the_pipeline_its_steps_and_args(agents, local_run, tmp_pat
     assert params["poly_degree"] == "3" and params["test_size"] == "0.2" and params["spatial_neighbors"] == "16"
     metrics = pd.read_csv(out / "metrics.csv").set_index("model")
     assert float(params["R2/xgboost"]) == pytest.approx(metrics.loc["xgboost", "r2"])
-    steps = [line.strip() for line in texts["steps"].splitlines() if line.strip()]
     for step in ("load", "split", "train_polynomial", "train_xgboost", "evaluate"):
-        assert steps[steps.index(step) + 1] == "Completed", step
+        page = [line.strip() for line in texts[f"step:{step}"].splitlines() if line.strip()]
+        # the task's header: its status in capitals, then its name (the list beside it holds other tasks)
+        header = next(i for i, line in enumerate(page) if line in ("COMPLETED", "FAILED", "ABORTED", "RUNNING", "QUEUED"))
+        assert page[header:header + 2] == ["COMPLETED", step], (step, page[:40])
     for title in ("Predicted vs actual (test set)", "xgboost: error distribution (test set)",
                   "Model comparison (test set)"):
         assert title in texts["plots:content"], title

@@ -10,6 +10,7 @@ sends (``tasks.stop`` with ``force``); agents are started and killed through the
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from runtime.step_watch import LOST_AFTER_S
-from server_support import HARNESS, run_cli, start_server, stop_server
+from server_support import HARNESS, run_cli, run_id, start_server, stop_server
 
 pytestmark = pytest.mark.server
 LONG_XGBOOST = ("--xgb-n-estimators", "20000", "--xgb-early-stopping-rounds", "0")  # a step that runs for minutes
@@ -82,24 +83,26 @@ def test_ctrl_c_aborts_the_run_and_takes_its_steps_out_of_the_queue(agents, chec
     """Steps on a queue no agent serves: the run says what it waits for within about a minute, and
     Ctrl-C then aborts the run on the server and leaves nothing queued."""
     agents.api("queues.create", name="nobody-serves-this")
-    proc = _start(agents, checkout, "--mode", "remote", "--controller-queue", "local", "--queue", "nobody-serves-this",
-                  "--data", str(data), "--output-dir", str(tmp_path / "results"), "--no-cache")
+    proc = subprocess.Popen([sys.executable, "clearml_pipeline.py", "--mode", "remote", "--controller-queue", "local",
+                             "--queue", "nobody-serves-this", "--data", str(data), "--output-dir",
+                             str(tmp_path / "results"), "--no-cache"], cwd=checkout, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=agents.client_env())  # bytes: read as they come
     started = time.monotonic()
-    os.set_blocking(proc.stderr.fileno(), False)
     said, seen = "", None
     while time.monotonic() - started < 100 and seen is None:
-        time.sleep(1)
-        said += proc.stderr.read() or ""
+        ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+        if ready:
+            said += os.read(proc.stderr.fileno(), 65536).decode(errors="replace")
         seen = next((line for line in said.splitlines() if line.startswith("waiting: ")), None)
     assert seen, said[-2000:]
     assert time.monotonic() - started < 90
     assert "step 'load'" in seen and "clearml-agent daemon --queue nobody-serves-this" in seen, seen
     proc.send_signal(signal.SIGINT)
     interrupted = time.monotonic()
-    os.set_blocking(proc.stderr.fileno(), True)
     _, rest = proc.communicate(timeout=60)
     assert time.monotonic() - interrupted < 10
-    assert proc.returncode == 130 and _errors(said + rest) == ["error: interrupted"], (said + rest)[-2000:]
+    said += rest.decode(errors="replace")
+    assert proc.returncode == 130 and _errors(said) == ["error: interrupted"], said[-2000:]
     run = _controller(agents)
     assert run["status"] == "stopped", run
     assert _left_running(agents, run["id"]) == []
@@ -128,14 +131,23 @@ def test_a_killed_agent_is_a_lost_step_within_two_minutes(agents, checkout, data
     assert _left_running(agents, run["id"]) == []
 
 
+@pytest.fixture(scope="module")
+def base_run(agents, checkout, data, tmp_path_factory) -> str:
+    """A completed ``--mode local`` run (one model) to re-run from the web UI."""
+    result = run_cli(agents, checkout, "--mode", "local", "--models", "polynomial", "--data", str(data),
+                     "--output-dir", str(tmp_path_factory.mktemp("base") / "results"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = run_id(result.stdout)
+    assert agents.api.wait(run, timeout=600)["status"] == "completed"
+    return run
+
+
 @pytest.mark.parametrize("value, expected", [
     ("abc", "xgb_max_depth = 'abc' is not an int: allowed 1 to 20"),
     ("", "xgb_max_depth = '' is not an int: allowed 1 to 20"),
 ])
-def test_args_typed_in_the_web_ui_that_are_not_numbers_fail_the_rerun(agents, checkout, data, tmp_path_factory,
-                                                                       value, expected, request):
-    run = request.getfixturevalue("local_run")[0]
-    clone = agents.api.rerun(run, {"xgb_max_depth": value})
+def test_args_typed_in_the_web_ui_that_are_not_numbers_fail_the_rerun(agents, base_run, value, expected):
+    clone = agents.api.rerun(base_run, {"xgb_max_depth": value})
     agents.api.wait(clone, timeout=300)
     time.sleep(5)  # the agent is done with the task: the reason is still the run's own
     task = agents.api.task(clone)

@@ -180,12 +180,18 @@ def _pip_requirements(trusted_types: list[str]) -> list[str]:
     Given so that MLflow does not infer them (that loads each model in a subprocess: ~3 s a model).
     ``xgboost`` only where the model holds XGBoost types.
     """
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     names = ["scikit-learn", "numpy", "pandas", "scipy", "skops"]
     if any(t.startswith("xgboost.") for t in trusted_types):
         names.append("xgboost")
-    return [f"{name}=={version(name)}" for name in names]
+    pinned = []
+    for name in names:
+        try:
+            pinned.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:  # `import xgboost` from the xgboost-cpu distribution (requirements.txt)
+            pinned.append(f"{name}-cpu=={version(name + '-cpu')}")
+    return pinned
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
