@@ -292,3 +292,24 @@ def run_id(output: str) -> str:
     ids = TASK_ID.findall(output)
     assert ids, output[-2000:]
     return ids[-1]
+
+
+def ui_pages(server: Server, tmp_path: Path, specs: list[dict]) -> dict[str, str]:
+    """Open pages in the web UI in a real browser (``tests/ui_pages.py``, run by the harness's Python);
+    ``{name: visible text}``. Skips where the browser is missing; ``UPDATE_DOCS_IMAGES=1`` copies the
+    screenshots into ``docs/images/``."""
+    import pytest
+
+    why = web_available() if server.web else "the test server was started without its web UI"
+    if why:
+        pytest.skip(why)
+    spec, shots = tmp_path / "pages.json", tmp_path / "shots"
+    spec.write_text(json.dumps(specs))
+    result = subprocess.run([str(harness_python()), str(Path(__file__).parent / "ui_pages.py"),
+                             server.env["CLEARML_WEB_HOST"], str(shots), str(spec)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if os.environ.get("UPDATE_DOCS_IMAGES"):
+        for shot in shots.glob("*.png"):
+            shutil.copyfile(shot, ROOT / "docs" / "images" / shot.name)
+    return json.loads(result.stdout.strip().splitlines()[-1])

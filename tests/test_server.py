@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from server_support import run_cli, run_id, start_server, stop_server
+from server_support import run_cli, run_id, start_server, stop_server, ui_pages
 
 pytestmark = pytest.mark.server
 
@@ -144,29 +144,13 @@ def test_local_run_is_rerunnable_elsewhere(agents, local_run):
 
 # --- what a user sees in the web UI (a real browser: Debian's chromium driven by playwright) -----------
 
-def _pages(server, tmp_path, pages: list[dict]) -> dict[str, str]:
-    """Open the pages in the web UI (tests/ui_pages.py, run by the harness's Python); ``{name: visible text}``."""
-    from server_support import harness_python, web_available
-
-    why = web_available() if server.web else "the test server was started without its web UI"
-    if why:
-        pytest.skip(why)
-    spec = tmp_path / "pages.json"
-    spec.write_text(json.dumps(pages))
-    result = subprocess.run([str(harness_python()), str(Path(__file__).parent / "ui_pages.py"),
-                             server.env["CLEARML_WEB_HOST"], str(tmp_path / "shots"), str(spec)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def test_web_ui_shows_the_pipeline_its_steps_and_args(agents, local_run, tmp_path):
     run, out = local_run
     web = agents.env["CLEARML_WEB_HOST"]
     project = agents.api.task(run)["project"]["id"]
     step_ids = agents.api.step_tasks(run)
     evaluate = step_ids["evaluate"]
-    texts = _pages(agents, tmp_path, [
+    texts = ui_pages(agents, tmp_path, [
         {"name": "pipeline", "url": f"{web}/pipelines/{project}/tasks/{run}", "wait_for": "train_xgboost"},
         # each step of this run on its own page (the project's task list also holds other tests' runs)
         *({"name": f"step:{step}", "url": f"{web}/projects/{project}/tasks/{task_id}/execution", "wait_for": step}

@@ -8,16 +8,12 @@ Set ``UPDATE_DOCS_IMAGES=1`` to copy the screenshots into ``docs/images/`` (``do
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from server_support import ROOT, run_cli, run_id
+from server_support import ROOT, run_cli, run_id, ui_pages
 
 pytestmark = pytest.mark.server
 STEPS = ("load", "split", "train_polynomial", "train_xgboost", "evaluate")
@@ -40,24 +36,7 @@ def console(server, task_id: str) -> list[str]:
     return [line for event in events for line in str(event.get("msg", "")).splitlines()]
 
 
-def pages(server, tmp_path, specs: list[dict]) -> dict[str, str]:
-    """Open pages in the web UI in a real browser (``tests/ui_pages.py``); ``{name: visible text}``."""
-    from server_support import harness_python, web_available
-
-    why = web_available() if server.web else "the test server was started without its web UI"
-    if why:
-        pytest.skip(why)
-    spec = tmp_path / "pages.json"
-    spec.write_text(json.dumps(specs))
-    shots = tmp_path / "shots"
-    result = subprocess.run([str(harness_python()), str(Path(__file__).parent / "ui_pages.py"),
-                             server.env["CLEARML_WEB_HOST"], str(shots), str(spec)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    if os.environ.get("UPDATE_DOCS_IMAGES"):
-        for shot in shots.glob("*.png"):
-            shutil.copyfile(shot, ROOT / "docs" / "images" / shot.name)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+pages = ui_pages  # tests/server_support.py
 
 
 def test_models_are_named_by_run_with_framework_and_description(agents, ui_run, tmp_path):
