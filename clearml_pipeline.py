@@ -183,7 +183,7 @@ def build_pipeline(settings: RunSettings):
     def tabular_regression(**args):
         """The controller: its arguments are the run's ``Args`` (:class:`steps.params.PipelineParameters`)."""
         p = controller.start(args, settings)
-        _, data_sha256 = controller.data_input(p)
+        data_sha256 = controller.data_input(p)
         dataset, data_record = load_step(p.data_path, data_sha256=data_sha256, dataset_id=p.dataset_id)
         X_train, X_test, y_train, y_test = split_step(dataset, test_size=p.test_size, random_state=p.random_state)
         trained = {kind: train[kind](X_train, y_train, **model_arguments(kind, p)) for kind in p.model_list()}

@@ -23,8 +23,6 @@ from steps.params import ParameterError, PipelineParameters
 #: imports are not copied into the steps' code, and step results are pickled exactly (steps.artifacts).
 SETTINGS = dict(skip_global_imports=True, artifact_serialization_function=serialize_artifact,
                 artifact_deserialization_function=deserialize_artifact)
-#: The user properties a run records of the data it trained on.
-DATA_PROPERTIES = ("data_source", "data_sha256", "data_rows")
 
 
 def start(args: dict, settings: RunSettings) -> PipelineParameters:
@@ -74,8 +72,9 @@ def _settle(task, settings: RunSettings, args: Mapping) -> None:
         task.execute_remotely(queue_name=settings.controller_queue, exit_process=True)
 
 
-def data_input(p: PipelineParameters) -> tuple[str, str]:
-    """``(data_source, data_sha256)`` the load step is given: a dataset version's, or the file's.
+def data_input(p: PipelineParameters) -> str:
+    """The data's SHA-256 the load step is given (a dataset version's, or the file's); the run shows its
+    ``data_source`` until the load step records what it read.
 
     The SHA-256 is a ``load`` argument so that ClearML's cache key sees the data's content.
 
@@ -94,14 +93,16 @@ def data_input(p: PipelineParameters) -> tuple[str, str]:
         source, sha256 = p.data_path, data_fingerprint(p.data_path)
     # until the load step says what it read (a re-run's clone still shows its original's values)
     Task.current_task().set_user_properties(data_source=source, data_sha256="(set by the load step)", data_rows="")
-    return source, sha256
+    return sha256
 
 
 def record_data(data_record: Mapping[str, object]) -> None:
     """The data the run trained on (source, SHA-256, rows, as the load step read them): user properties."""
     from clearml import Task
 
-    Task.current_task().set_user_properties(**{key: str(data_record[key]) for key in DATA_PROPERTIES})
+    from runtime.data_versions import RECORD_KEYS
+
+    Task.current_task().set_user_properties(**{key: str(data_record[key]) for key in RECORD_KEYS})
 
 
 def record_validation(validation: Mapping[str, Mapping[str, float]]) -> None:

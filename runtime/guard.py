@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import runtime.outcome as outcome
+from runtime.interrupts import end_child_processes
 from runtime.step_watch import StepState, StepWatch, failed_step_reason, stop_steps
 
 
@@ -106,17 +107,6 @@ def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -
         pass
 
 
-def _kill_step_processes() -> None:
-    """``--mode local`` runs steps as subprocesses of this one: none may outlive the run."""
-    try:
-        import psutil  # a ClearML dependency
-
-        for child in psutil.Process().children(recursive=True):
-            child.kill()
-    except Exception:
-        pass
-
-
 def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
     reason = _failure(exc, context)
     user_stop = isinstance(exc, KeyboardInterrupt) and not (context.watch and context.watch.failure)
@@ -124,7 +114,7 @@ def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
         context.watch.__exit__()
         for _ in range(2):  # twice: ClearML's launch threads may enqueue a step just after the first pass
             stop_steps("the run was interrupted" if user_stop else f"the run failed: {reason}")
-            _kill_step_processes()
+            end_child_processes()  # --mode local: the steps are subprocesses of this one
             time.sleep(0.5)
     if task is not None:
         record(task, outcome.Outcome("aborted" if user_stop else "failed", reason), exc)

@@ -56,3 +56,20 @@ def raise_on_interrupt() -> None:
     (replacing the handlers ClearML's ``Task.init`` installs, which would close the task first)."""
     for sig in (*_SIGNALS, signal.SIGALRM):
         signal.signal(sig, _raise_interrupt)
+
+
+def end_child_processes(grace: float = 0.0) -> None:
+    """End every subprocess of this one (``--mode local`` steps, optimize's local trials): none may outlive
+    the run. With ``grace`` seconds, first asked to stop (SIGTERM), then killed; else killed at once."""
+    try:
+        import psutil  # a ClearML dependency
+
+        children = psutil.Process().children(recursive=True)
+        if grace:
+            for child in children:
+                child.terminate()
+            children = psutil.wait_procs(children, timeout=grace)[1]
+        for child in children:
+            child.kill()
+    except Exception:
+        pass

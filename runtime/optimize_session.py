@@ -17,6 +17,7 @@ import sys
 from math import prod
 
 from runtime import sdk
+from runtime.interrupts import end_child_processes
 from runtime.optimize import (
     COMMAND_PARAMETER,
     LOCAL_TRIAL_ENV,
@@ -80,21 +81,6 @@ def agents_serving(queue: str) -> int:
     if not found:
         return 0
     return sum(1 for w in client.workers.get_all() if found[0].id in [getattr(q, "id", q) for q in (w.queues or [])])
-
-
-def _stop_children(grace: float = 5.0) -> None:
-    """``--mode local``: the trials are subprocesses of this one; none may outlive the search."""
-    try:
-        import psutil  # a ClearML dependency
-
-        children = psutil.Process().children(recursive=True)
-        for child in children:
-            child.terminate()
-        _, alive = psutil.wait_procs(children, timeout=grace)
-        for child in alive:
-            child.kill()
-    except Exception:
-        pass
 
 
 class OptimizeSession:
@@ -216,7 +202,7 @@ class OptimizeSession:
         search = sdk.search_thread(self.optimizer)  # ClearML's search thread (launches the trials)
         if self.optimizer is not None:
             self.optimizer.stop(wait_for_reporter=False)  # no new trial; running ones aborted
-        _stop_children()
+        end_child_processes(grace=5.0)  # --mode local: the trials are subprocesses
         stopped = 0
         if self.task is not None:
             stopped = stop_search(self.task.id)

@@ -174,13 +174,9 @@ def abandon_run(message: str) -> None:
     """
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
-    try:
-        import psutil  # a ClearML dependency
+    from runtime.interrupts import end_child_processes
 
-        for child in psutil.Process().children(recursive=True):
-            child.kill()
-    except Exception:
-        pass
+    end_child_processes()
     try:
         from steps.outputs import release_all_claims
 

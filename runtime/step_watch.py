@@ -104,20 +104,20 @@ def _console_lines(task_id: str) -> list[str]:
     return [line.strip() for report in reports for line in str(report).splitlines()]
 
 
-def step_error_line(task_id: str) -> str:
-    """The last ``SomethingError: ...`` line a step task printed (its console log on the server), or ''."""
-    errors = [line for line in _console_lines(task_id) if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", line)]
+def _error_line(lines: list[str]) -> str:
+    """The last ``SomethingError: ...`` line of a step's console, or ''."""
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", line)]
     # the project's own bad-input errors read as the offline run's do: the message alone
     return re.sub(r"^steps\.\w+\.(\w*Error|BadInput): ", "", errors[-1]) if errors else ""
 
 
 def failed_step_reason(step: StepState) -> str:
-    """Why a step ended failed: aborted by a user (ClearML then marks the step's process failed), its error
-    line, or its status reason."""
+    """Why a step ended failed: aborted by a user (ClearML then marks the step's process failed), the last
+    error line of its console on the server, or its status reason."""
     lines = _console_lines(step.task_id)
     if any("USER ABORTED" in line for line in lines):
         return f"step '{step.name}' was aborted"
-    detail = step_error_line(step.task_id) or step.reason
+    detail = _error_line(lines) or step.reason
     return f"step '{step.name}' failed" + (f": {detail}" if detail else "")
 
 

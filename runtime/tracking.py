@@ -46,11 +46,11 @@ def log_to_mlflow(task, params: Mapping[str, object], output_dir: str, experimen
     """
     from clearml import Task
 
-    from runtime.controller import DATA_PROPERTIES
+    from runtime.data_versions import RECORD_KEYS
     from tracking.mlflow_run import log_run
 
     parameters = task.get_parameters(cast=False) or {}  # user properties are its "properties/" (offline too)
-    data_record = {key: str(parameters.get(f"properties/{key}", "")) for key in DATA_PROPERTIES}
+    data_record = {key: str(parameters.get(f"properties/{key}", "")) for key in RECORD_KEYS}
     url = "" if Task.is_offline() else task.get_output_log_web_page()
     with tempfile.TemporaryDirectory(prefix="mlflow-run-") as scratch:
         folder = Path(output_dir)
