@@ -57,6 +57,8 @@ def validation_scores(
     if "random_state" in inspect.signature(BUILDERS[kind]).parameters:
         estimator_kwargs["random_state"] = random_state
     X_fit, X_val, y_fit, y_val = train_test_split(X_train, y_train, test_size=fraction, random_state=random_state)
+    log.info("validation %s: a fresh model on %d of the %d training rows, scored on the other %d (the run's model "
+             "is the one fitted on all of them)", kind, len(X_fit), len(X_train), len(X_val))
     model = train_model(kind, X_fit, y_fit, **estimator_kwargs)
     scores = regression_metrics(y_val, model.predict(X_val))
     log.info("validation %s: R2 %.4f, RMSE %.4f, MAE %.4f ($100k) on %d held-out training rows",
