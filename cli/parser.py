@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "step-code DIR [--mode remote] [options]' writes the code ClearML generates for each step; "
         "'python clearml_pipeline.py predict --run RUN_DIR --data CSV --output PRED_CSV' applies a run's "
         "models to a CSV (see predict --help); 'python clearml_pipeline.py register-data PATH' registers a CSV "
-        "as a new version of a ClearML dataset and prints its id, for --dataset-id (see register-data --help).",
+        "as a new version of a ClearML dataset and prints its id, for --dataset-id (see register-data --help); "
+        "'python clearml_pipeline.py optimize' tunes the parameters with ClearML's optimizer (see optimize --help).",
     )
     run = parser.add_argument_group("run options")
     run.add_argument("--mode", default="offline", help=f"where to run: one of {', '.join(MODES)}")
