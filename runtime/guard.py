@@ -19,7 +19,7 @@ from typing import Optional
 
 import runtime.outcome as outcome
 from runtime.interrupts import end_child_processes
-from runtime.step_watch import StepState, StepWatch, failed_step_reason, stop_steps
+from runtime.step_watch import StepState, StepWatch, failed_step_reason, settle_steps, stop_steps
 
 
 @dataclass
@@ -111,11 +111,7 @@ def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
     reason = _failure(exc, context)
     user_stop = isinstance(exc, KeyboardInterrupt) and not (context.watch and context.watch.failure)
     if context.watch is not None:
-        context.watch.__exit__()
-        for _ in range(2):  # twice: ClearML's launch threads may enqueue a step just after the first pass
-            stop_steps("the run was interrupted" if user_stop else f"the run failed: {reason}")
-            end_child_processes()  # --mode local: the steps are subprocesses of this one
-            time.sleep(0.5)
+        _stop_steps(context.watch, "the run was interrupted" if user_stop else f"the run failed: {reason}")
     if task is not None:
         record(task, outcome.Outcome("aborted" if user_stop else "failed", reason), exc)
         from clearml import Task
@@ -126,6 +122,22 @@ def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
             remove_broken_session(task)
     print(f"error: {reason}", file=sys.stderr, flush=True)
     return exc if user_stop or not isinstance(exc, KeyboardInterrupt) else StepNotCompleted(reason)
+
+
+def _stop_steps(watch: StepWatch, reason: str) -> None:
+    """Stop the run's steps still queued or running, and make the stop stick (also on the step a user aborted)."""
+    watch.__exit__()
+    reasons = {}
+    for _ in range(2):  # twice: ClearML's launch threads may enqueue a step just after the first pass
+        reasons.update(dict.fromkeys(stop_steps(reason), reason))
+        end_child_processes()  # --mode local: the steps are subprocesses of this one
+        time.sleep(0.5)
+    if watch.aborted_step:
+        reasons.setdefault(watch.aborted_step, "aborted")
+    try:
+        settle_steps(reasons)
+    except Exception:  # e.g. the server is gone: the one-line answer matters more
+        pass
 
 
 def current_controller():
@@ -151,6 +163,9 @@ def run_guarded(pipeline: Callable, kwargs: dict, context: RunContext,
     """
     try:
         metrics = pipeline(**kwargs)
+        missed = context.watch.last_look() if context.watch is not None else None
+        if missed:  # e.g. a step aborted as it started, or just before the end
+            raise StepNotCompleted(missed)
         unfinished = unfinished_steps() if context.watch is not None else {}
         if unfinished:  # e.g. a step aborted just before the end: its result reached evaluate as None
             name, status = next(iter(unfinished.items()))
@@ -188,4 +203,11 @@ def report_results(task, metrics, output_dir: Optional[Path]) -> None:
         print(f"ClearML offline session: {session_zip(task)}")
         print(web_ui_line(session_zip(task)))
     elif task is not None:
-        print(f"web UI: {task.get_output_log_web_page()}")
+        print(f"web UI: {pipeline_page(task)}")
+
+
+def pipeline_page(task) -> str:
+    """The run's page under the web UI's Pipelines (its DAG, steps and results): ClearML's link to the run's
+    console, ``<web UI>/projects/<project id>/tasks/<run id>/output/log``, read as ``<web UI>/pipelines/...``."""
+    console = task.get_output_log_web_page()
+    return console.replace("/projects/", "/pipelines/", 1).removesuffix("/output/log")

@@ -10,7 +10,8 @@ waits for a step whose agent died for as long as the server keeps it *Running* (
   for :data:`LOST_AFTER_S` is marked failed on the server and ends the run the same way;
 * a step waiting in a queue says so every :data:`WAITING_EVERY_S`, with the command that serves it.
 
-:func:`stop_steps` takes a run's queued steps out of their queues and aborts its running ones.
+:func:`stop_steps` takes a run's queued steps out of their queues and aborts its running ones;
+:func:`settle_steps` then makes the stop stick (the step's own process may write over it).
 Only ClearML's public API is used: ``PipelineDecorator.get_current_pipeline().get_pipeline_dag()``,
 the nodes' jobs, ``Task.dequeue`` and the REST API through ``APIClient``.
 """
@@ -43,21 +44,32 @@ class StepState:
     worker: str = ""
     queue: str = ""
     last_update: Optional[datetime] = None
+    started: Optional[datetime] = None
 
 
-def _launched_steps() -> dict[str, str]:
-    """``{step name: task id}`` of the steps of the current pipeline that have a task of their own."""
+def _launched_nodes() -> dict:
+    """``{step name: DAG node}`` of the current pipeline's steps that have a task of their own (not cached)."""
     from clearml import PipelineDecorator
 
     pipeline = PipelineDecorator.get_current_pipeline()
     if pipeline is None:
         return {}
-    steps = {}
-    for name, node in list(pipeline.get_pipeline_dag().items()):
-        job = node.job
-        if job is not None and not job.is_cached_task():
-            steps[name] = job.task_id()
-    return steps
+    return {name: node for name, node in list(pipeline.get_pipeline_dag().items())
+            if node.job is not None and not node.job.is_cached_task()}
+
+
+def _launched_steps() -> dict[str, str]:
+    """``{step name: task id}`` of the steps of the current pipeline that have a task of their own."""
+    return {name: node.job.task_id() for name, node in _launched_nodes().items()}
+
+
+def _launch_time(node) -> Optional[float]:
+    """When the controller marked a step's task started as it launched it (``--mode local``; server clock,
+    epoch seconds): the node's ``job_started``, else its job task's ``started`` as read then; None if unknown."""
+    if node.job_started:
+        return float(node.job_started)
+    started = getattr(node.job.task.data, "started", None)
+    return started.timestamp() if isinstance(started, datetime) else None
 
 
 def _as_datetime(value) -> Optional[datetime]:
@@ -75,10 +87,18 @@ def step_states(client, steps: dict[str, str]) -> list[StepState]:
         return []
     names = {task_id: name for name, task_id in steps.items()}
     tasks = client.tasks.get_all(id=list(names), only_fields=[
-        "id", "status", "status_reason", "status_message", "last_update", "last_worker", "execution.queue"])
+        "id", "status", "status_reason", "status_message", "last_update", "last_worker", "execution.queue", "started"])
     return [StepState(names[t.id], t.id, str(t.status), t.status_reason or t.status_message or "",
-                      t.last_worker or "", getattr(t.execution, "queue", None) or "", _as_datetime(t.last_update))
+                      t.last_worker or "", getattr(t.execution, "queue", None) or "", _as_datetime(t.last_update),
+                      _as_datetime(t.started))
             for t in tasks]
+
+
+def restarted_after_abort(step: StepState, launched_at: Optional[float]) -> bool:
+    """Whether a step's task was started again after its launch: aborted before its process began, the process
+    then set it running again (the server keeps the first ``started`` of a task that stays running)."""
+    return (step.status in ("in_progress", "completed") and launched_at is not None and step.started is not None
+            and step.started.timestamp() - launched_at > 0.05)
 
 
 def _workers(client) -> dict[str, tuple[Optional[datetime], list[str]]]:
@@ -124,13 +144,15 @@ def failed_step_reason(step: StepState) -> str:
 class StepWatch:
     """Watches the launched steps of the current pipeline every ``period`` seconds (see the module).
 
-    ``failure`` holds the one-line reason when a step ended the run; the main thread then gets a
-    KeyboardInterrupt and reads it.
+    ``failure`` holds the one-line reason when a step ended the run (the main thread then gets a
+    KeyboardInterrupt and reads it); ``aborted_step`` names that step when it was aborted.
     """
 
-    def __init__(self, period: float = 5.0, lost_after: float = LOST_AFTER_S, waiting_every: float = WAITING_EVERY_S):
+    def __init__(self, period: float = 2.0, lost_after: float = LOST_AFTER_S, waiting_every: float = WAITING_EVERY_S):
         self.period, self.lost_after, self.waiting_every = period, lost_after, waiting_every
         self.failure: Optional[str] = None
+        self.aborted_step: Optional[str] = None
+        self._launched_at: dict[str, float] = {}
         self._said_waiting: dict[str, float] = {}
         self._queued_since: dict[str, float] = {}
         self._stop = threading.Event()
@@ -143,18 +165,39 @@ class StepWatch:
     def __exit__(self, *exc) -> None:
         self._stop.set()
 
+    def _look(self, client) -> Optional[str]:
+        nodes = _launched_nodes()
+        for name, node in nodes.items():
+            if name not in self._launched_at and _launch_time(node) is not None:
+                self._launched_at[name] = _launch_time(node)  # the first value: a later reload may have moved it
+        return self.check(client, step_states(client, {name: node.job.task_id() for name, node in nodes.items()}))
+
     def _run(self) -> None:
         from clearml.backend_api.session.client import APIClient
 
         client = APIClient()
         while not self._stop.wait(self.period):
             try:
-                self.failure = self.check(client, step_states(client, _launched_steps()))
+                self.failure = self._look(client)
             except Exception:  # the server watch reports a lost server; a missed round is not a failure
                 continue
             if self.failure:
                 _thread.interrupt_main()
                 return
+
+    def last_look(self) -> Optional[str]:
+        """Stop watching and look at the steps once more (one aborted just before the end): the reason the run
+        must fail, or None."""
+        from clearml.backend_api.session.client import APIClient
+
+        self._stop.set()
+        self._thread.join(timeout=self.period + 5)
+        if self.failure is None:
+            try:
+                self.failure = self._look(APIClient())
+            except Exception:
+                pass
+        return self.failure
 
     def check(self, client, states: list[StepState]) -> Optional[str]:
         """The reason the run must end (a step aborted, failed or lost), or None; says what queued steps wait for."""
@@ -162,9 +205,15 @@ class StepWatch:
         workers = None
         for step in states:
             if step.status == "stopped":
+                self.aborted_step = step.name
                 return f"step '{step.name}' was aborted" + (f" ({step.reason})" if step.reason else "")
+            if restarted_after_abort(step, self._launched_at.get(step.name)):
+                self.aborted_step = step.name
+                return f"step '{step.name}' was aborted as it started (its process ran it regardless; now stopped)"
             if step.status == "failed":
-                return failed_step_reason(step)
+                reason = failed_step_reason(step)
+                self.aborted_step = step.name if reason.endswith("was aborted") else None
+                return reason
             if step.status == "in_progress" and step.worker:
                 workers = workers if workers is not None else _workers(client)
                 lost = self._lost(client, step, workers, now)
@@ -224,8 +273,52 @@ def stop_steps(reason: str) -> list[str]:
         try:
             if step.status == "queued":
                 Task.dequeue(step.task_id)
+            # a step an agent runs stays running, with the message "stopping" the agent acts on
             client.tasks.stop(task=step.task_id, force=True, status_reason=reason, status_message=reason)
             stopped.append(step.name)
         except Exception:
             continue
     return stopped
+
+
+def _tasks_agents_run(client) -> set[str]:
+    """The ids of the tasks the registered agents are running now."""
+    return {worker.task.id for worker in client.workers.get_all() if getattr(worker, "task", None) is not None}
+
+
+def settle_steps(reasons: dict[str, str], timeout: float = 20.0) -> None:
+    """Make the stop of the current run's steps stick: ``reasons`` is ``{step name: the reason it was stopped}``.
+
+    A step's own process (ClearML's, or the agent running it) can write *completed* or *failed* over a
+    stop: an agent acts on a stop request only every few seconds and a step that ends meanwhile completes;
+    ClearML marks a killed ``--mode local`` step failed. Local steps are reaped now (not later by ClearML's
+    thread), then :func:`settle_tasks`.
+    """
+    from clearml.backend_api.session.client import APIClient
+
+    nodes = {name: node for name, node in _launched_nodes().items() if name in reasons}
+    for node in nodes.values():
+        reap = getattr(node.job, "wait_for_process", None)  # a --mode local step (ClearML's LocalClearmlJob)
+        if reap is not None:
+            reap(timeout=5)
+    settle_tasks(APIClient(), {node.job.task_id(): (name, reasons[name]) for name, node in nodes.items()}, timeout)
+
+
+def settle_tasks(client, tasks: dict[str, tuple[str, str]], timeout: float = 20.0) -> None:
+    """Wait (up to ``timeout`` seconds, saying so after 3) until no agent runs ``tasks`` (``{task id: (step name,
+    reason)}``), then mark each that is not aborted, aborted, with its reason."""
+    started, said = time.monotonic(), False
+    pending = dict(tasks)
+    while pending:
+        running = set() if time.monotonic() - started > timeout else _tasks_agents_run(client)
+        for task_id in [t for t in pending if t not in running]:
+            name, reason = pending.pop(task_id)
+            if str(client.tasks.get_by_id(task=task_id).status) != "stopped":
+                client.tasks.stopped(task=task_id, force=True, status_reason=reason, status_message=reason)
+        if pending and not said and time.monotonic() - started > 3:
+            said = True
+            names = ", ".join(repr(name) for name, _ in pending.values())
+            print(f"stopping: waiting up to {timeout:.0f} s for the agents running {names} to stop them",
+                  file=sys.stderr, flush=True)
+        if pending:
+            time.sleep(0.5)

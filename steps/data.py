@@ -468,10 +468,10 @@ def validate_dataset(frame: pd.DataFrame) -> pd.DataFrame:
     return data
 
 
-def load_dataset(data_path: str = "") -> pd.DataFrame:
+def load_dataset(data_path: str = "sklearn") -> pd.DataFrame:
     """Load the California Housing data and validate it.
 
-    :param data_path: a CSV in scikit-learn's or StatLib's column layout; empty means
+    :param data_path: a CSV in scikit-learn's or StatLib's column layout; ``'sklearn'`` means
         scikit-learn's :func:`~sklearn.datasets.fetch_california_housing` (download and cache).
     :returns: validated DataFrame of n rows (20,640 for the full data set) x (8 features +
         ``MedHouseVal`` in $100k), float64.
@@ -480,7 +480,7 @@ def load_dataset(data_path: str = "") -> pd.DataFrame:
         data gives its one error message and nothing else. Once accepted, one INFO line on
         ``steps.data``: the source, and the rows and columns loaded.
     """
-    download = data_path in ("", "sklearn")
+    download = data_path == "sklearn"
     with _warnings_if_accepted():
         frame = fetch_sklearn_dataset() if download else read_housing_csv(data_path)
         with library_warnings(log):

@@ -19,7 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def resolve_data_path(path: str) -> str:
     """``path`` as an absolute path: a relative one is taken relative to :data:`PROJECT_ROOT`.
 
-    Empty stays empty (the loader then downloads through scikit-learn).
+    Empty stays empty (refused by the parameters' check; the loader then says the file is not found).
     """
     if not path or path == "sklearn" or os.path.isabs(os.path.expanduser(path)):
         return os.path.expanduser(path)

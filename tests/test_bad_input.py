@@ -259,6 +259,7 @@ TEST_SIZE = r"test_size = \S+ is out of range: allowed 0 < test_size < 1"
 #: in-process by parse_command_line (the check run before any step); those in PARAMETER_ERRORS also
 #: through the command line.
 PARAMETERS = {
+    "data_empty": (("--data", ""), r"data_path = '' is out of range: allowed a CSV file's path, or 'sklearn'"),
     "test_size_0": (("--test-size", "0"), TEST_SIZE),
     "test_size_1": (("--test-size", "1"), TEST_SIZE),
     "test_size_negative": (("--test-size", "-0.2"), TEST_SIZE),
@@ -288,7 +289,7 @@ PARAMETERS = {
 PARAMETER_ERRORS = {
     name: Case(args=PARAMETERS[name][0], expect=(PARAMETERS[name][1],), early=True)
     for name in ("test_size_1.5", "poly_degree_5", "xgb_n_estimators_0", "learning_rate_negative", "unknown_model",
-                 "unknown_mode")
+                 "unknown_mode", "data_empty")
 }
 OUTPUT_ERRORS = {
     "output_dir_is_a_file": Case(output=_out_is_a_file, early=True,

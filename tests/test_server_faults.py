@@ -77,6 +77,65 @@ def test_a_step_aborted_in_the_web_ui_fails_the_run(agents, checkout, data, tmp_
     run = _controller(agents)
     assert run["status"] == "failed" and "step 'train_xgboost' was aborted" in run["status_reason"]
     assert _left_running(agents, run["id"]) == []
+    assert agents.api.task(step)["status"] == "stopped"  # ClearML marks its ended process failed: set back
+
+
+def test_a_step_aborted_as_it_starts_fails_the_run(agents, checkout, data, tmp_path):
+    """Aborted before its process began: the process then sets the task running again and would complete it
+    (found by a breaker on a loaded machine; the server keeps no other trace than the task's new start time)."""
+    out = tmp_path / "results"
+    proc = _start(agents, checkout, "--mode", "local", "--data", str(data), "--output-dir", str(out), *LONG_XGBOOST)
+    deadline, step = time.monotonic() + 300, None
+    while step is None and time.monotonic() < deadline:  # the moment ClearML launches it
+        running = agents.api("tasks.get_all", name="^train_xgboost$", status=["in_progress"], only_fields=["id"])
+        step = next((task["id"] for task in running["tasks"]), None)
+        time.sleep(0.05)
+    assert step, "train_xgboost never ran"
+    agents.api("tasks.stop", task=step, force=True)  # the web UI's Abort
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr[-2000:]
+    errors = _errors(stderr)
+    assert len(errors) == 1 and "step 'train_xgboost' was aborted" in errors[0], stderr[-2000:]
+    assert "results:" not in stdout and not (out / "metrics.csv").exists()
+    run = _controller(agents)
+    assert run["status"] == "failed" and "step 'train_xgboost' was aborted" in run["status_reason"]
+    time.sleep(5)  # nothing writes over the stop afterwards
+    assert agents.api.task(step)["status"] == "stopped"
+    assert _left_running(agents, run["id"]) == []
+
+
+def test_ctrl_c_stops_the_step_an_agent_runs(agents, checkout, data, tmp_path):
+    """The agent acts on a stop request every few seconds: the run waits for it, and the step stays aborted."""
+    proc = _start(agents, checkout, "--mode", "remote", "--controller-queue", "local", "--data", str(data),
+                  "--output-dir", str(tmp_path / "results"), "--no-cache", *LONG_XGBOOST)
+    step = _running(agents, "train_xgboost", time.time(), timeout=400)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - interrupted < 25
+    assert proc.returncode == 130 and _errors(stderr) == ["error: interrupted"], stderr[-2000:]
+    assert agents.api.task(step)["status"] == "stopped"
+    running = [(w.get("task") or {}).get("id") for w in agents.api("workers.get_all")["workers"]]
+    assert step not in running
+    run = _controller(agents)
+    assert run["status"] == "stopped" and _left_running(agents, run["id"]) == []
+
+
+def test_a_step_that_completes_over_its_stop_is_set_back_to_aborted(server):
+    """The race the run waits out: a step's process ends *completed* after the stop request."""
+    task = server.api("tasks.create", name="step-completing-over-its-stop", type="training",
+                      project=server.api("projects.create", name=f"settle-{time.time_ns()}")["id"])["id"]
+    server.api("tasks.started", task=task)
+    server.api("tasks.stop", task=task, force=True)
+    server.api("tasks.completed", task=task)  # what the step's process or its agent writes when the step ends
+    assert server.api.task(task)["status"] == "completed"
+    settle = ("from clearml.backend_api.session.client import APIClient\n"
+              "from runtime.step_watch import settle_tasks\n"
+              f"settle_tasks(APIClient(), {{{task!r}: ('train_xgboost', 'the run was interrupted')}})\n")
+    subprocess.run([sys.executable, "-c", settle], cwd=Path(__file__).parents[1], env=server.client_env(), check=True)
+    record = server.api.task(task)
+    assert record["status"] == "stopped" and record["status_reason"] == "the run was interrupted"
 
 
 def test_ctrl_c_aborts_the_run_and_takes_its_steps_out_of_the_queue(agents, checkout, data, tmp_path):
