@@ -75,6 +75,7 @@ def run_pipeline(startup: Startup, pipeline: ModuleType) -> int:
     options, params = startup.options, startup.params
     settings = options.settings(_repository(startup), tuple(params.model_list()))
     context = guard.RunContext(pipeline.STEP_NAMES, _run_dir(startup))
+    sdk.quiet_console()
     if options.mode == "offline":
         from runtime.session_disk import check_cache_space, quiet_disk_full
 
@@ -124,6 +125,7 @@ def run_agent_controller(pipeline: ModuleType) -> int:
     from runtime.components import RunSettings
 
     sdk.cap_step_polling(1.0)
+    sdk.quiet_console()
     settings = RunSettings(mode="agent", models=tuple(p.model_list()))
     with StepWatch() as watch:
         code = exit_code(guard.run_guarded(pipeline.build_pipeline(settings), {},

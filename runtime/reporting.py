@@ -146,7 +146,9 @@ def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.n
     Scalars ``R2``/``RMSE``/``MAE`` with one series per model (RMSE and MAE in $100k), the same
     as single values ``<model>/<metric>``, the table ``Metrics``; the figures as ClearML's own
     interactive plots built from the numbers (far cheaper than converting matplotlib figures),
-    titled as the PNG files are (``titles``: file stem -> title).
+    titled as the PNG files are (``titles``: file stem -> title). The table and the figures go to the
+    pipeline run too (the scores get there by ``monitor_metrics``): comparing runs in the web UI then
+    labels them by run, not by step task (``evaluate.<id>``).
 
     :param metrics: one row per model (:func:`steps.evaluation.metrics_table`).
     :param y_test: n_test targets ($100k); ``predictions``: ``{model: (n_test,) array}``.
@@ -155,7 +157,31 @@ def report_metrics(metrics: pd.DataFrame, y_test, predictions: Mapping[str, np.n
 
     logger = Logger.current_logger()
     _report_scores(logger, metrics)
-    _report_predictions(logger, np.asarray(y_test, dtype=float), predictions, titles)
+    run = _pipeline_run_logger()
+    for target in (logger, run) if run is not None else (logger,):
+        _report_table(target, metrics)
+        _report_figures(target, metrics, np.asarray(y_test, dtype=float), predictions, titles)
+    if run is not None:
+        run.flush()
+
+
+def _pipeline_run_logger():
+    """The logger of the pipeline run (the controller) this step belongs to; None where the step's task is the
+    run itself (offline) or the run cannot be read."""
+    from clearml import Task
+
+    task = Task.current_task()
+    if task is None or not getattr(task, "parent", None) or task.parent == task.id:
+        return None
+    try:
+        return Task.get_task(task_id=task.parent).get_logger()
+    except Exception:  # the step's own report matters more
+        return None
+
+
+def _report_figures(logger, metrics: pd.DataFrame, actual: np.ndarray, predictions: Mapping[str, np.ndarray],
+                    titles: Mapping[str, str]) -> None:
+    _report_predictions(logger, actual, predictions, titles)
     logger.report_histogram(
         title=titles["model_comparison"], series="test set", iteration=0,
         values=metrics[["r2", "rmse", "mae"]].to_numpy(), labels=list(metrics["model"]),
@@ -170,8 +196,13 @@ def _report_scores(logger, metrics: pd.DataFrame) -> None:
                 continue  # not reported as ClearML's stand-in 0.0
             logger.report_scalar(title=title, series=row.model, value=value, iteration=0)
             logger.report_single_value(f"{row.model}/{title}", value)
-    shown_table = metrics.astype(object).where(metrics.notna(), "undefined")  # NaN: a score that does not exist
-    logger.report_table(title="Metrics", series="test set", iteration=0, table_plot=shown_table)
+
+
+def _report_table(logger, metrics: pd.DataFrame) -> None:
+    """The table ``Metrics``, scores to 4 decimals as the command line prints them; NaN: 'undefined'."""
+    shown = metrics.round({"r2": 4, "rmse": 4, "mae": 4})
+    logger.report_table(title="Metrics", series="test set", iteration=0,
+                        table_plot=shown.astype(object).where(shown.notna(), "undefined"))
 
 
 def _report_predictions(logger, actual: np.ndarray, predictions: Mapping[str, np.ndarray],
@@ -191,19 +222,24 @@ def _report_predictions(logger, actual: np.ndarray, predictions: Mapping[str, np
     shown = sample_indices(len(actual))
     low, high = float(np.nanmin(actual)), float(np.nanmax(actual))
     count_limit = error_count_limit(actual, predictions)  # one y range for every model's histogram
-    axes = dict(xaxis=PREDICTION_AXES[0], yaxis=PREDICTION_AXES[1], iteration=0, title=titles["prediction_plot"])
+    traces = [_trace(name, "markers", actual[shown], prediction[shown]) for name, prediction in predictions.items()]
+    traces.append(_trace(DIAGONAL_LABEL, "lines", [low, high], [low, high]))
+    if high >= CAP:
+        traces.append(_trace(CAP_LABEL, "lines", [CAP, CAP], [low, high]))
+    # one figure, not a series per trace: comparing runs then shows each run's whole figure side by side
+    logger.report_plotly(title=titles["prediction_plot"], series="test set", iteration=0, figure={
+        "data": traces, "layout": {"xaxis": {"title": PREDICTION_AXES[0]}, "yaxis": {"title": PREDICTION_AXES[1]}}})
     for name, prediction in predictions.items():
-        logger.report_scatter2d(series=name, mode="markers", scatter=np.column_stack([actual[shown], prediction[shown]]),
-                                **axes)
         counts, edges = error_histogram(actual, prediction)
         logger.report_histogram(
             title=titles[f"{name}_error_distribution"], series=name, values=counts, iteration=0,
             xlabels=[f"{(a + b) / 2:.2f}" for a, b in zip(edges[:-1], edges[1:], strict=True)],
             xaxis=ERROR_AXES[0], yaxis=ERROR_AXES[1], extra_layout={"yaxis": {"range": [0, count_limit]}},
         )
-    logger.report_scatter2d(series=DIAGONAL_LABEL, mode="lines", scatter=np.array([[low, low], [high, high]]), **axes)
-    if high >= CAP:
-        logger.report_scatter2d(series=CAP_LABEL, mode="lines", scatter=np.array([[CAP, low], [CAP, high]]), **axes)
+
+
+def _trace(name: str, mode: str, x, y) -> dict:
+    return {"type": "scatter", "mode": mode, "name": name, "x": [float(v) for v in x], "y": [float(v) for v in y]}
 
 
 def upload_result_files(task, paths: Mapping[str, Path]) -> None:

@@ -15,6 +15,12 @@ Everything else uses ClearML's public API. What is here has no public equivalent
   no public way to tell, from a trial's launch, that ``stop()`` was called from another thread (Optuna's
   ``study.stop()`` works only in the search's own thread), nor to wait for its search thread.
 
+* :func:`quiet_console`: on a machine without NVIDIA's driver, ClearML's resource monitor still
+  asks NVML for GPUs and writes "Could not fetch GPU stats" and "GPU monitoring failed ..., switching off
+  GPU monitoring" into every task's console (no setting turns its GPU part off). Its module's ``gpustat``
+  is given a query that finds no GPU; in the steps' processes too, through the decorator's step-code
+  header (``PipelineController._task_template_header``).
+
 version range of :data:`SUPPORTED_VERSIONS` is widened only after that test passes.
 """
 
@@ -91,3 +97,76 @@ def optuna_study(strategy):
 def search_thread(optimizer):
     """The thread in which ClearML's ``HyperParameterOptimizer`` runs its search (its ``_thread``), or None."""
     return getattr(optimizer, "_thread", None)
+
+
+class _NoGpuQuery(list):
+    """What ``gpustat.new_query`` returns on a machine with no GPU: no GPUs (iterated and as ``.gpus``)."""
+
+    gpus: list = []
+    driver_version = driver_cuda_version = ""
+
+
+class _NoGpus:
+    """A ``gpustat`` module for ClearML's resource monitor that finds no GPU, without asking NVML."""
+
+    @staticmethod
+    def new_query(*args, **kwargs) -> _NoGpuQuery:
+        return _NoGpuQuery()
+
+
+def nvidia_driver_present() -> bool:
+    """Whether NVIDIA's management library loads here (as ClearML's pynvml loads it); Windows: assumed."""
+    import ctypes
+
+    if sys.platform.startswith("win"):
+        return True
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
+#: Added to the top of every step's code: the step's process quiets its console (see :func:`quiet_console`).
+STEP_CODE_HEADER = """
+try:  # no GPU-monitoring failures or progress bars of small downloads in the step's console (runtime/sdk.py)
+    from runtime.sdk import quiet_console
+    quiet_console(steps=False)
+except ImportError:
+    pass
+"""
+
+#: Downloads and uploads smaller than this show no progress bar (ClearML: from 5 MB, or after 10 s).
+PROGRESS_FROM_MB = 256
+
+
+def quiet_console(steps: bool = True) -> bool:
+    """Before ``Task.init``: the lines ClearML writes into a task's console that say nothing of the run.
+
+    * on a machine without NVIDIA's driver, ClearML's resource monitor finds no GPU instead of logging that it
+      cannot query them (a step on a GPU agent keeps its GPU monitoring);
+    * the step inputs it downloads (a 5 MB model) show no progress bar: ClearML's public
+      ``StorageManager.set_report_download_chunk_size`` (and upload), to :data:`PROGRESS_FROM_MB`;
+      a transfer slower than 10 s still reports.
+
+    With ``steps``, every step's process does the same on its own machine (:data:`STEP_CODE_HEADER`).
+
+    :returns: whether this process's GPU monitor was quieted.
+    """
+    from clearml import StorageManager
+
+    StorageManager.set_report_download_chunk_size(PROGRESS_FROM_MB)
+    StorageManager.set_report_upload_chunk_size(PROGRESS_FROM_MB)
+    if not internals_supported():
+        return False
+    if steps:
+        from clearml.automation.controller import PipelineController
+
+        if STEP_CODE_HEADER not in PipelineController._task_template_header:
+            PipelineController._task_template_header += STEP_CODE_HEADER
+    if nvidia_driver_present():
+        return False
+    import clearml.utilities.resource_monitor as monitor
+
+    monitor.gpustat = _NoGpus
+    return True

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from runtime.sdk import nvidia_driver_present
 from server_support import ROOT, run_cli, run_id, ui_pages
 
 pytestmark = pytest.mark.server
@@ -78,6 +79,9 @@ def test_each_step_console_says_what_it_did(agents, ui_run, tmp_path):
         text = "\n".join(console(agents, steps[step]))
         for needle in needles:
             assert needle in text, (step, needle, text[-2000:])
+        if not nvidia_driver_present():  # no GPU here: no GPU monitoring lines; no progress bars of small inputs
+            assert "GPU" not in text and "NVML" not in text, (step, text[-2000:])
+        assert " MB [" not in text and "MB/s]" not in text, (step, text[-2000:])
     project = agents.api.task(steps["evaluate"])["project"]["id"]
     texts = pages(agents, tmp_path, [{"name": "web-ui-step-console", "wait_for": "results written to",
                                       "url": f"{agents.env['CLEARML_WEB_HOST']}/projects/{project}/tasks/"
@@ -151,3 +155,27 @@ def test_failed_run_says_why_on_the_pipeline_page(agents, ui_run, tmp_path):
                                       "wait_for": "error: step 'load' failed"}])
     assert "Failed" in texts["web-ui-failed-run"]  # the run, in the runs list; its load node is drawn failed
     assert "error: step 'load' failed" in texts["web-ui-failed-run-details"]  # the controller's console
+
+
+def test_comparing_two_runs_shows_their_plots_labelled_by_run(agents, checkout, data, ui_run, tmp_path):
+    """The pipeline run carries the test table (4 decimals) and figures, so Compare labels them by run."""
+    import json
+    import re
+
+    run, _ = ui_run
+    other = run_cli(agents, checkout, "--mode", "local", "--models", "polynomial", "--data", str(data),
+                    "--output-dir", str(tmp_path / "other"))
+    assert other.returncode == 0, other.stderr[-3000:]
+    second = run_id(other.stdout)
+    plots = {p["metric"]: p for p in agents.api("events.get_task_plots", task=run, iters=1)["plots"]}
+    assert {"Metrics", "Predicted vs actual (test set)", "Model comparison (test set)"} <= set(plots), set(plots)
+    cells = json.loads(plots["Metrics"]["plot_str"])["data"][0]["cells"]["values"]
+    numbers = [str(v) for column in cells for v in column if isinstance(v, float)]
+    assert numbers and all(len(n.split(".")[-1]) <= 4 for n in numbers), numbers
+    names = [agents.api.task(t)["name"] for t in (run, second)]
+    project = agents.api.task(run)["project"]["id"]
+    url = f"{agents.env['CLEARML_WEB_HOST']}/pipelines/{project}/compare-tasks;ids={run},{second}/metrics-plots"
+    texts = pages(agents, tmp_path, [{"name": "web-ui-compare-runs", "url": url, "wait_for": "Metrics - test set"}])
+    text = texts["web-ui-compare-runs:content"]
+    assert "Compare Pipeline Runs" in text and all(name in text for name in names), (names, text[:1500])
+    assert not re.search(r"evaluate\.[0-9a-f]{6}", text), text[:1500]
