@@ -40,11 +40,33 @@ def evaluate_monitoring(model_kinds: tuple[str, ...]) -> dict:
 
 def step_console() -> None:
     """Called first in every step's body: the steps' progress (``steps.*`` loggers) as ``info:`` lines on the
-    step's console. A step on an agent or in a ``--mode local`` subprocess is a fresh process whose logging
-    nothing configured; offline (in-process) the command line's console is already set (idempotent)."""
+    step's console, and each input listed once on the step's task (:func:`drop_duplicate_inputs`). A step on an
+    agent or in a ``--mode local`` subprocess is a fresh process whose logging nothing configured; offline
+    (in-process) the command line's console is already set (idempotent)."""
+    from clearml import Task
+
     from steps.logs import configure_console
 
     configure_console()
+    task = Task.current_task()
+    if task is not None and not Task.is_offline():
+        drop_duplicate_inputs(task)
+
+
+def drop_duplicate_inputs(task) -> list[str]:
+    """ClearML's step code lists an input passed as an artifact twice in the step's parameters: empty under
+    ``kwargs`` (every argument of the function) and as ``<step id>.<name>`` under ``kwargs_artifacts``. The
+    empty one is deleted from the running step's own task (its code has already read its parameters; the
+    cache key was computed when the step was created).
+
+    :returns: the names of the parameters deleted.
+    """
+    params = task.get_parameters() or {}
+    empty = [f"kwargs/{key.split('/', 1)[1]}" for key in params if key.startswith("kwargs_artifacts/")
+             and params.get(f"kwargs/{key.split('/', 1)[1]}") == ""]
+    for name in empty:
+        task.delete_parameter(name, force=True)
+    return empty
 
 
 def report_training_curve(model) -> None:

@@ -116,6 +116,11 @@ def test_step_panels_show_only_what_the_step_uses(agents, ui_run):
     evaluate = agents.api.params(agents.api.step_tasks(run)["evaluate"])
     assert not [name for name in evaluate if name.endswith(("/linear", "/random_forest"))], sorted(evaluate)
     assert {"kwargs_artifacts/polynomial", "kwargs_artifacts/xgboost"} <= set(evaluate), sorted(evaluate)
+    for step, task_id in agents.api.step_tasks(run).items():  # each input once: not also empty under kwargs
+        params = agents.api.params(task_id)
+        inputs = [name.split("/", 1)[1] for name in params if name.startswith("kwargs_artifacts/")]
+        assert inputs or step == "load", (step, sorted(params))
+        assert not [name for name in inputs if f"kwargs/{name}" in params], (step, sorted(params))
 
 
 def test_xgboost_curve_is_a_scalar_series_per_round(agents, ui_run):
