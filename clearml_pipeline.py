@@ -60,7 +60,7 @@ def load(data_path: str, data_sha256: str, dataset_id: str):
     if dataset_id and data_sha256 and record["data_sha256"] != data_sha256:
         raise DatasetError(f"the copy of dataset {dataset_id} has SHA-256 {record['data_sha256']}, not the "
                            f"{data_sha256} registered with it; its files were changed on the server")
-    print(f"loaded {record['data_rows']} rows from {source} (sha256 {record['data_sha256']})")
+    print(f"data sha256 {record['data_sha256']} ({source})")  # the info line above says what was loaded
     Task.current_task().set_user_properties(**record)  # offline: the run's (controller) task
     return dataset, record
 

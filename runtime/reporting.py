@@ -222,9 +222,10 @@ def _report_scores(logger, metrics: pd.DataFrame) -> None:
 
 def _report_table(logger, metrics: pd.DataFrame) -> None:
     """The table ``Metrics``, scores to 4 decimals as the command line prints them; NaN: 'undefined'."""
-    shown = metrics.round({"r2": 4, "rmse": 4, "mae": 4})
-    logger.report_table(title="Metrics", series="test set", iteration=0,
-                        table_plot=shown.astype(object).where(shown.notna(), "undefined"))
+    shown = metrics.astype(object)
+    for column in ("r2", "rmse", "mae"):
+        shown[column] = [f"{v:.4f}" if np.isfinite(v) else "undefined" for v in metrics[column]]
+    logger.report_table(title="Metrics", series="test set", iteration=0, table_plot=shown)
 
 
 def _report_predictions(logger, actual: np.ndarray, predictions: Mapping[str, np.ndarray],
@@ -244,13 +245,18 @@ def _report_predictions(logger, actual: np.ndarray, predictions: Mapping[str, np
     shown = sample_indices(len(actual))
     low, high = float(np.nanmin(actual)), float(np.nanmax(actual))
     count_limit = error_count_limit(actual, predictions)  # one y range for every model's histogram
-    traces = [_trace(name, "markers", actual[shown], prediction[shown]) for name, prediction in predictions.items()]
-    traces.append(_trace(DIAGONAL_LABEL, "lines", [low, high], [low, high]))
+    traces = [_trace(name, actual[shown], prediction[shown]) for name, prediction in predictions.items()]
+    # the diagonal and the cap are drawn as lines of the figure, not traces: comparing runs in the web UI
+    # then shows one chart per model with the runs side by side, and no chart of a reference line alone
+    shapes = [_line(low, low, high, high, "dash")]
+    notes = [{"x": high, "y": high, "text": DIAGONAL_LABEL, "showarrow": False, "xanchor": "right", "yanchor": "bottom"}]
     if high >= CAP:
-        traces.append(_trace(CAP_LABEL, "lines", [CAP, CAP], [low, high]))
-    # one figure, not a series per trace: comparing runs then shows each run's whole figure side by side
+        shapes.append(_line(CAP, low, CAP, high, "dot"))
+        notes.append({"x": CAP, "y": low, "text": CAP_LABEL, "showarrow": False, "xanchor": "right",
+                      "yanchor": "bottom", "textangle": -90})
     logger.report_plotly(title=titles["prediction_plot"], series="test set", iteration=0, figure={
-        "data": traces, "layout": {"xaxis": {"title": PREDICTION_AXES[0]}, "yaxis": {"title": PREDICTION_AXES[1]}}})
+        "data": traces, "layout": {"xaxis": {"title": PREDICTION_AXES[0]}, "yaxis": {"title": PREDICTION_AXES[1]},
+                                   "shapes": shapes, "annotations": notes}})
     for name, prediction in predictions.items():
         counts, edges = error_histogram(actual, prediction)
         logger.report_histogram(
@@ -260,8 +266,12 @@ def _report_predictions(logger, actual: np.ndarray, predictions: Mapping[str, np
         )
 
 
-def _trace(name: str, mode: str, x, y) -> dict:
-    return {"type": "scatter", "mode": mode, "name": name, "x": [float(v) for v in x], "y": [float(v) for v in y]}
+def _trace(name: str, x, y) -> dict:
+    return {"type": "scatter", "mode": "markers", "name": name, "x": [float(v) for v in x], "y": [float(v) for v in y]}
+
+
+def _line(x0: float, y0: float, x1: float, y1: float, dash: str) -> dict:
+    return {"type": "line", "x0": x0, "y0": y0, "x1": x1, "y1": y1, "line": {"color": "black", "width": 1, "dash": dash}}
 
 
 def upload_result_files(task, paths: Mapping[str, Path]) -> None:

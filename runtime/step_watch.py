@@ -72,6 +72,16 @@ def _launch_time(node) -> Optional[float]:
     return started.timestamp() if isinstance(started, datetime) else None
 
 
+def _time_agent_steps(nodes: dict, states: list[StepState]) -> None:
+    """Give ClearML the start time of steps agents run, so that the web UI's DAG shows their durations: the
+    controller takes a step's start from its task as it last read it, which for a queued step is before it
+    started (``Node.job_started`` stays empty; ClearML computes ``job_ended`` from it when the step ends)."""
+    for step in states:
+        node = nodes.get(step.name)
+        if node is not None and node.job_started is None and step.started is not None:
+            node.job_started = step.started.timestamp()
+
+
 def _as_datetime(value) -> Optional[datetime]:
     if value is None or isinstance(value, datetime):
         return value
@@ -170,7 +180,9 @@ class StepWatch:
         for name, node in nodes.items():
             if name not in self._launched_at and _launch_time(node) is not None:
                 self._launched_at[name] = _launch_time(node)  # the first value: a later reload may have moved it
-        return self.check(client, step_states(client, {name: node.job.task_id() for name, node in nodes.items()}))
+        states = step_states(client, {name: node.job.task_id() for name, node in nodes.items()})
+        _time_agent_steps(nodes, states)
+        return self.check(client, states)
 
     def _run(self) -> None:
         from clearml.backend_api.session.client import APIClient

@@ -217,6 +217,9 @@ def test_remote_run_with_controller_here(agents, remote_local_controller_run):
     metrics = metrics_of(agents, run)
     assert 0.55 <= metrics.loc["linear", "r2"] <= 0.65
     pd.testing.assert_frame_equal(metrics, pd.read_csv(out / "metrics.csv").set_index("model"))
+    dag = agents.api.dag(run)  # the web UI's DAG draws each step's duration from these
+    for step in ("train_polynomial", "train_linear", "evaluate"):
+        assert 0 < dag[step]["job_ended"] - dag[step]["job_started"] < 600, (step, dag[step])
 
 
 # --- re-run from the web UI: clone, edit Args, enqueue on services ----------------------------------

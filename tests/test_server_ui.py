@@ -175,8 +175,8 @@ def test_comparing_two_runs_shows_their_plots_labelled_by_run(agents, checkout, 
     plots = {p["metric"]: p for p in agents.api("events.get_task_plots", task=run, iters=1)["plots"]}
     assert {"Metrics", "Predicted vs actual (test set)", "Model comparison (test set)"} <= set(plots), set(plots)
     cells = json.loads(plots["Metrics"]["plot_str"])["data"][0]["cells"]["values"]
-    numbers = [str(v) for column in cells for v in column if isinstance(v, float)]
-    assert numbers and all(len(n.split(".")[-1]) <= 4 for n in numbers), numbers
+    numbers = [str(v) for column in cells for v in column if re.fullmatch(r"-?\d+\.\d+", str(v))]
+    assert len(numbers) == 6 and all(len(n.split(".")[-1]) == 4 for n in numbers), numbers  # 0.2700, not 0.27
     names = [agents.api.task(t)["name"] for t in (run, second)]
     project = agents.api.task(run)["project"]["id"]
     url = f"{agents.env['CLEARML_WEB_HOST']}/pipelines/{project}/compare-tasks;ids={run},{second}/metrics-plots"
