@@ -33,8 +33,14 @@ def start(args: dict, settings: RunSettings) -> PipelineParameters:
     from clearml import Task
 
     from runtime.interrupts import raise_on_interrupt
+    from runtime.sdk import launch_only_unstopped_steps
 
     controller = Task.current_task()
+    launch_only_unstopped_steps()
+    if not Task.is_offline():  # aborted in the web UI: its steps are stopped too (runtime.guard.on_run_aborted)
+        from runtime.guard import ABORT_CALLBACK_S, on_run_aborted
+
+        controller.register_abort_callback(on_run_aborted, callback_execution_timeout=ABORT_CALLBACK_S)
     # debug_pipeline() (offline) does not record the pipeline's arguments; connecting them records
     # them, typed, in every mode (idempotent where ClearML recorded them already)
     controller.connect(args, name="Args")

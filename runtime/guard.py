@@ -10,6 +10,7 @@ train and evaluate every model it was asked for never exits 0 and never prints r
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import runtime.outcome as outcome
-from runtime.interrupts import end_child_processes
+from runtime.interrupts import end_child_processes, finish_before_interrupts
 from runtime.step_watch import StepState, StepWatch, failed_step_reason, settle_steps, stop_steps
 
 
@@ -59,6 +60,16 @@ def unfinished_steps() -> dict[str, str]:
     return unfinished
 
 
+def aborted_steps() -> list[str]:
+    """The steps of the current pipeline that ClearML saw aborted (its DAG nodes' ``status``)."""
+    from clearml import PipelineDecorator
+
+    pipeline = PipelineDecorator.get_current_pipeline()
+    if pipeline is None:
+        return []
+    return [name for name, node in pipeline.get_pipeline_dag().items() if getattr(node, "status", "") == "aborted"]
+
+
 def _failure(exc: BaseException, context: RunContext) -> str:
     """The one-line reason of a run that ended with ``exc``."""
     if isinstance(exc, KeyboardInterrupt) and context.watch is not None and context.watch.failure:
@@ -82,6 +93,9 @@ def _failure(exc: BaseException, context: RunContext) -> str:
                 node = PipelineDecorator.get_current_pipeline().get_pipeline_dag()[name]
                 said = failed_step_reason(StepState(name, node.job.task_id(), status))
                 return said if said != f"step '{name}' failed" else outcome.failure_reason(exc, name)
+        aborted = aborted_steps()
+        if aborted:  # ClearML saw the step stopped (its process may have written "completed" over it since)
+            return f"step '{aborted[0]}' was aborted"
     return outcome.failure_reason(exc, step, context.output_dir)
 
 
@@ -99,6 +113,8 @@ def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -
             detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
             task.get_logger().report_text(f"{outcome.reason_line(result)}\n{detail}", print_console=False)
         task.close()  # first: closing marks a task that is still running completed
+        if result.status != "completed":
+            finish_before_interrupts()  # closing put back the handlers from before Task.init
         if result.status == "failed":
             task.mark_failed(status_reason=result.reason, status_message=result.reason, force=True)
         elif result.status == "aborted":
@@ -107,11 +123,52 @@ def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -
         pass
 
 
+#: Set when the run's own task was aborted from the web UI (:func:`on_run_aborted`); then once the main
+#: thread has stopped running the pipeline.
+_aborted_in_web_ui, _main_thread_ended, _abort_handled = threading.Event(), threading.Event(), threading.Event()
+ABORTED_IN_WEB_UI = "the run was aborted in the web UI"
+#: How long ClearML gives :func:`on_run_aborted` before it ends the process (``register_abort_callback``).
+ABORT_CALLBACK_S = 30.0
+
+
+def on_run_aborted() -> None:
+    """Called by ClearML (in its own thread) when the run's task is aborted in the web UI, before ClearML ends
+    the process: one line, the run's steps stopped on the server (queued ones dequeued, running ones aborted,
+    ``--mode local`` subprocesses ended), so none is left running. The run's task stays *Aborted*."""
+    _aborted_in_web_ui.set()
+    print("error: the run was aborted (its task was stopped in the web UI); stopping its steps",
+          file=sys.stderr, flush=True)
+    reason = "the run was aborted"
+    try:
+        reasons = dict.fromkeys(stop_steps(reason), reason)
+        end_child_processes()
+        settle_steps(reasons, timeout=ABORT_CALLBACK_S - 15)
+        # the stopped steps end the pipeline, and ClearML marks its task failed ("Pipeline aborted and failed"):
+        # once the main thread is past that, the run is marked aborted again
+        _main_thread_ended.wait(timeout=10)
+        from clearml.backend_api.session.client import APIClient
+
+        APIClient().tasks.stopped(task=controller_id(), force=True, status_reason=ABORTED_IN_WEB_UI,
+                                  status_message=ABORTED_IN_WEB_UI)
+    except Exception:  # e.g. the server is gone
+        pass
+    _abort_handled.set()
+
+
 def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
+    finish_before_interrupts()
+    if _aborted_in_web_ui.is_set():  # on_run_aborted said so and stops the steps (ClearML may then end the process)
+        _main_thread_ended.set()
+        _abort_handled.wait(timeout=ABORT_CALLBACK_S)
+        _withdraw_results(context)
+        if task is not None:
+            record(task, outcome.Outcome("aborted", ABORTED_IN_WEB_UI))
+        return KeyboardInterrupt()
     reason = _failure(exc, context)
     user_stop = isinstance(exc, KeyboardInterrupt) and not (context.watch and context.watch.failure)
     if context.watch is not None:
         _stop_steps(context.watch, "the run was interrupted" if user_stop else f"the run failed: {reason}")
+    _withdraw_results(context)
     if task is not None:
         record(task, outcome.Outcome("aborted" if user_stop else "failed", reason), exc)
         from clearml import Task
@@ -122,6 +179,14 @@ def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
             remove_broken_session(task)
     print(f"error: {reason}", file=sys.stderr, flush=True)
     return exc if user_stop or not isinstance(exc, KeyboardInterrupt) else StepNotCompleted(reason)
+
+
+def _withdraw_results(context: RunContext) -> None:
+    """A run that failed keeps no results, also those its last step wrote before it was aborted."""
+    if context.output_dir is not None:
+        from steps.outputs import withdraw_results
+
+        withdraw_results(context.output_dir)
 
 
 def _stop_steps(watch: StepWatch, reason: str) -> None:
@@ -163,6 +228,8 @@ def run_guarded(pipeline: Callable, kwargs: dict, context: RunContext,
     """
     try:
         metrics = pipeline(**kwargs)
+        if _aborted_in_web_ui.is_set():
+            raise KeyboardInterrupt
         missed = context.watch.last_look() if context.watch is not None else None
         if missed:  # e.g. a step aborted as it started, or just before the end
             raise StepNotCompleted(missed)

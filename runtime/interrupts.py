@@ -73,3 +73,19 @@ def end_child_processes(grace: float = 0.0) -> None:
             child.kill()
     except Exception:
         pass
+
+
+def _already_ending(signum, frame):
+    sys.stderr.write("stopping: the run is already ending (its steps are being stopped and the outcome recorded); "
+                     "a moment\n")
+
+
+def finish_before_interrupts() -> None:
+    """While a run records how it ended: a further Ctrl-C or SIGTERM says so and is otherwise ignored (raised
+    in the middle of the record, it would leave the task to ClearML's exit hook, which marks it completed)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (*_SIGNALS, signal.SIGALRM):
+        signal.signal(sig, _already_ending)

@@ -21,6 +21,11 @@ Everything else uses ClearML's public API. What is here has no public equivalent
   is given a query that finds no GPU; in the steps' processes too, through the decorator's step-code
   header (``PipelineController._task_template_header``).
 
+* :func:`launch_only_unstopped_steps`: a step aborted in the web UI between the moment ClearML creates its
+  task and the moment it launches it would run regardless: ClearML's job then clones the stopped task and
+  runs the clone, or marks it started (or enqueues it), both allowed from *stopped*. The pipeline's job
+  class (``_clearml_job_class``) is given one that notes the abort and does not launch.
+
 version range of :data:`SUPPORTED_VERSIONS` is widened only after that test passes.
 """
 
@@ -169,4 +174,40 @@ def quiet_console(steps: bool = True) -> bool:
     import clearml.utilities.resource_monitor as monitor
 
     monitor.gpustat = _NoGpus
+    return True
+
+
+def launch_only_unstopped_steps() -> bool:
+    """In the running controller: a step whose task was aborted before ClearML launched it is not launched (it
+    stays *stopped*; :class:`runtime.step_watch.StepWatch` then ends the run: "step '...' was aborted").
+
+    :returns: whether the pipeline's job class was replaced.
+    """
+    from clearml import PipelineDecorator
+
+    pipeline = PipelineDecorator.get_current_pipeline()
+    if not internals_supported() or pipeline is None:
+        return False
+    base = pipeline._clearml_job_class
+    if getattr(base, "launches_only_unstopped", False):
+        return True
+
+    class UnstoppedJob(base):
+        launches_only_unstopped = True
+
+        def __init__(self, base_task_id, *args, **kwargs):
+            from clearml import Task
+
+            # the decorator's step task, created just before: ClearML clones it if it is no longer a draft
+            self.aborted_before_launch = str(Task.get_task(task_id=base_task_id).get_status()) == "stopped"
+            super().__init__(base_task_id, *args, **kwargs)
+
+        def launch(self, queue_name=None) -> bool:
+            if self.aborted_before_launch or str(self.task.get_status()) == "stopped":  # aborted since its creation
+                self.task.mark_stopped(force=True, status_message="aborted before it was launched")
+                return False
+            return super().launch(queue_name)
+
+    UnstoppedJob.__name__ = UnstoppedJob.__qualname__ = f"Unstopped{base.__name__}"
+    pipeline._clearml_job_class = UnstoppedJob
     return True

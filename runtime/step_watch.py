@@ -163,8 +163,8 @@ class StepWatch:
         self.failure: Optional[str] = None
         self.aborted_step: Optional[str] = None
         self._launched_at: dict[str, float] = {}
-        self._said_waiting: dict[str, float] = {}
-        self._queued_since: dict[str, float] = {}
+        self._since: dict[tuple[str, str], float] = {}  # (phase, step): when first seen in it
+        self._said: dict[tuple[str, str], float] = {}  # (phase, step): when last said
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clearml-step-watch", daemon=True)
 
@@ -231,6 +231,8 @@ class StepWatch:
                 lost = self._lost(client, step, workers, now)
                 if lost:
                     return lost
+            if step.status == "in_progress":
+                self._say_running(step)
             if step.status == "queued":
                 self._say_waiting(client, step, workers if workers is not None else _workers(client))
         return None
@@ -248,12 +250,27 @@ class StepWatch:
             pass
         return f"step '{step.name}' was lost: {reason}"
 
+    def _due(self, phase: str, name: str) -> Optional[float]:
+        """Seconds a step has been in ``phase`` ('queued', 'running') when a line about it is due (every
+        :data:`WAITING_EVERY_S`), else None."""
+        first = self._since.setdefault((phase, name), time.monotonic())
+        if time.monotonic() - self._said.get((phase, name), first) < self.waiting_every:
+            return None
+        self._said[(phase, name)] = time.monotonic()
+        return time.monotonic() - first
+
+    def _say_running(self, step: StepState) -> None:
+        """A line while a step runs, so that the run is never silent for long (a step on an agent prints
+        nothing here; a long fit prints nothing for minutes)."""
+        seconds = self._due("running", step.name)
+        if seconds is not None:
+            where = f" on agent {step.worker}" if step.worker else ""
+            print(f"running: step '{step.name}' for {seconds:.0f} s{where}", file=sys.stderr, flush=True)
+
     def _say_waiting(self, client, step: StepState, workers: dict) -> None:
-        first = self._queued_since.setdefault(step.name, time.monotonic())
-        last = self._said_waiting.get(step.name, first)
-        if time.monotonic() - last < self.waiting_every:
+        seconds = self._due("queued", step.name)
+        if seconds is None:
             return
-        self._said_waiting[step.name] = time.monotonic()
         queue = step.queue
         try:
             queue = client.queues.get_by_id(queue=step.queue).name
@@ -262,7 +279,7 @@ class StepWatch:
         now = datetime.now(timezone.utc)
         serving = sum(1 for seen, queues in workers.values() if step.queue in queues and _age(seen, now) < self.lost_after)
         busy = f"{serving} agent(s) serve it, all busy" if serving else "no agent serves it"
-        print(f"waiting: step '{step.name}' has been queued on '{queue}' for {time.monotonic() - first:.0f} s ({busy}); "
+        print(f"waiting: step '{step.name}' has been queued on '{queue}' for {seconds:.0f} s ({busy}); "
               f"start an agent with: clearml-agent daemon --queue {queue}", file=sys.stderr, flush=True)
 
 

@@ -457,6 +457,28 @@ def release_output_dir(output_dir: str | os.PathLike) -> None:
             _remove_created(path, True)
 
 
+def withdraw_results(output_dir: str | os.PathLike) -> list[str]:
+    """Remove what a run that then failed wrote into ``output_dir`` (e.g. its last step wrote the results,
+    then was aborted): only if this process claimed the folder, which was new or empty then, so that
+    everything in it but the claim's marker is the run's. A folder not claimed here is left alone.
+
+    :returns: the names removed.
+    """
+    path = _absolute(output_dir)
+    if path not in _CLAIMS or not path.is_dir():
+        return []
+    removed = []
+    for entry in path.iterdir():
+        if entry.name == CLAIM_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry.name)
+    return sorted(removed)
+
+
 def release_all_claims() -> None:
     """Release every output folder this process claimed (also run at exit)."""
     for path in list(_CLAIMS):

@@ -104,15 +104,17 @@ class PipelineParameters:
                                high=1_000_000, models={_XGB: "n_estimators"})
     xgb_max_depth: int = _p(6, "XGBoost tree depth", low=1, high=20, models={_XGB: "max_depth"},
                             search=(3, 10, "linear"))
-    xgb_learning_rate: float = _p(0.05, "XGBoost learning rate (eta)", low=0.0, high=1.0, open_low=True,
-                                  allowed="0 < learning_rate <= 1, e.g. 0.05", models={_XGB: "learning_rate"},
+    # XGBoost keeps these as 32-bit floats: a smaller value becomes 0 (or a larger one inf) and is refused there
+    xgb_learning_rate: float = _p(0.05, "XGBoost learning rate (eta)", low=1e-6, high=1.0,
+                                  allowed="1e-6 <= learning_rate <= 1, e.g. 0.05", models={_XGB: "learning_rate"},
                                   search=(0.01, 0.3, "log"))
-    xgb_subsample: float = _p(0.8, "XGBoost row subsample per tree", low=0.0, high=1.0, open_low=True,
-                              allowed="0 < subsample <= 1", models={_XGB: "subsample"}, search=(0.5, 1.0, "linear"))
-    xgb_colsample_bytree: float = _p(0.8, "XGBoost feature subsample per tree", low=0.0, high=1.0, open_low=True,
-                                     allowed="0 < colsample_bytree <= 1", models={_XGB: "colsample_bytree"},
+    xgb_subsample: float = _p(0.8, "XGBoost row subsample per tree", low=1e-6, high=1.0,
+                              allowed="1e-6 <= subsample <= 1", models={_XGB: "subsample"}, search=(0.5, 1.0, "linear"))
+    xgb_colsample_bytree: float = _p(0.8, "XGBoost feature subsample per tree", low=1e-6, high=1.0,
+                                     allowed="1e-6 <= colsample_bytree <= 1", models={_XGB: "colsample_bytree"},
                                      search=(0.5, 1.0, "linear"))
-    xgb_min_child_weight: float = _p(1.0, "XGBoost minimum hessian weight per leaf", low=0.0, allowed=">= 0",
+    xgb_min_child_weight: float = _p(1.0, "XGBoost minimum hessian weight per leaf", low=0.0, high=1e6,
+                                     allowed="0 to 1e6",
                                      models={_XGB: "min_child_weight"}, search=(0.1, 20.0, "log"))
     xgb_early_stopping_rounds: int = _p(100, "stop after this many rounds without validation gain", low=0,
                                         allowed=">= 0 (0 turns it off)", models={_XGB: "early_stopping_rounds"})

@@ -259,6 +259,12 @@ TEST_SIZE = r"test_size = \S+ is out of range: allowed 0 < test_size < 1"
 #: in-process by parse_command_line (the check run before any step); those in PARAMETER_ERRORS also
 #: through the command line.
 PARAMETERS = {
+    # XGBoost keeps them as 32-bit floats: a tiny rate became 0 (a huge weight inf) and failed in the step
+    "learning_rate_tiny": (("--xgb-learning-rate", "1e-320"),
+                           r"xgb_learning_rate = 1e-320 is out of range: allowed 1e-6 <= learning_rate <= 1"),
+    "subsample_tiny": (("--xgb-subsample", "1e-50"), r"xgb_subsample = 1e-50 is out of range: allowed 1e-6 <= subsample"),
+    "min_child_weight_huge": (("--xgb-min-child-weight", "1e300"),
+                              r"xgb_min_child_weight = 1e\+300 is out of range: allowed 0 to 1e6"),
     "data_empty": (("--data", ""), r"data_path = '' is out of range: allowed a CSV file's path, or 'sklearn'"),
     "test_size_0": (("--test-size", "0"), TEST_SIZE),
     "test_size_1": (("--test-size", "1"), TEST_SIZE),
@@ -275,9 +281,9 @@ PARAMETERS = {
                              r"rf_n_estimators = 10000000000 is out of range: allowed 1 to 10000"),
     "poly_alpha_inf": (("--poly-alpha", "inf"), r"poly_alpha = inf is not a finite number; give a number such as 1.0"),
     "learning_rate_0": (("--xgb-learning-rate", "0"),
-                        r"xgb_learning_rate = 0\.0 is out of range: allowed 0 < learning_rate <= 1"),
+                        r"xgb_learning_rate = 0\.0 is out of range: allowed 1e-6 <= learning_rate <= 1"),
     "learning_rate_negative": (("--xgb-learning-rate", "-0.1"),
-                               r"xgb_learning_rate = -0\.1 is out of range: allowed 0 < learning_rate <= 1"),
+                               r"xgb_learning_rate = -0\.1 is out of range: allowed 1e-6 <= learning_rate <= 1"),
     "learning_rate_above_1": (("--xgb-learning-rate", "1.5"), r"xgb_learning_rate = 1\.5 is out of range"),
     "unknown_model": (("--models", "polynomial,svm"), r"models = 'polynomial,svm': unknown model name\(s\) svm; "
                       r"allowed: a comma-separated list of polynomial,xgboost,linear,random_forest"),

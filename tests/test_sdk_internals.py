@@ -138,3 +138,29 @@ def test_step_code_starts_with_the_header_runtime_sdk_adds():
         compile(header, "<step header>", "exec")
     finally:
         controller.PipelineController._task_template_header = saved
+
+
+def test_a_step_aborted_before_its_launch_is_not_launched(monkeypatch):
+    """The pipeline creates each step's job with ``self._clearml_job_class(...)`` and then calls its ``launch``;
+    runtime.sdk gives it a class whose ``launch`` leaves a task that is already stopped alone."""
+    from types import SimpleNamespace
+
+    assert "self._clearml_job_class(" in inspect.getsource(controller.PipelineController._launch_node)
+    assert "node.job.launch(" in inspect.getsource(controller.PipelineController._launch_node)
+    pipeline = SimpleNamespace(_clearml_job_class=job.LocalClearmlJob)
+    monkeypatch.setattr(controller.PipelineDecorator, "get_current_pipeline", lambda: pipeline)
+    assert sdk.launch_only_unstopped_steps() and sdk.launch_only_unstopped_steps()  # idempotent
+    unstopped = pipeline._clearml_job_class
+    assert issubclass(unstopped, job.LocalClearmlJob) and unstopped.__mro__[1] is job.LocalClearmlJob
+    launched = []
+    monkeypatch.setattr(job.LocalClearmlJob, "launch", lambda self, queue_name=None: launched.append(self) or True)
+    stopped = []
+    for before, status, expected in ((False, "stopped", False), (True, "created", False), (False, "created", True)):
+        step = unstopped.__new__(unstopped)
+        step.aborted_before_launch = before
+        step.task = SimpleNamespace(get_status=lambda status=status: status,
+                                    mark_stopped=lambda **kwargs: stopped.append(kwargs))
+        assert step.launch() is expected
+    assert len(launched) == 1 and len(stopped) == 2
+    assert "disable_clone_task" in inspect.signature(job.ClearmlJob.__init__).parameters
+    assert "Reverting to clone Task" in inspect.getsource(job.ClearmlJob.__init__)  # what __init__ notes first

@@ -10,6 +10,7 @@ sends (``tasks.stop`` with ``force``); agents are started and killed through the
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -80,15 +81,18 @@ def test_a_step_aborted_in_the_web_ui_fails_the_run(agents, checkout, data, tmp_
     assert agents.api.task(step)["status"] == "stopped"  # ClearML marks its ended process failed: set back
 
 
-def test_a_step_aborted_as_it_starts_fails_the_run(agents, checkout, data, tmp_path):
-    """Aborted before its process began: the process then sets the task running again and would complete it
-    (found by a breaker on a loaded machine; the server keeps no other trace than the task's new start time)."""
+@pytest.mark.parametrize("moment", ["created", "in_progress"])
+def test_a_step_aborted_as_it_starts_fails_the_run(agents, checkout, data, tmp_path, moment):
+    """Aborted the moment its task exists (before ClearML launches it, which would set it running again) or
+    the moment it is launched (before its process began: the process then sets the task running again and
+    would complete it; the server keeps no other trace than the task's new start time). Found by breakers."""
     out = tmp_path / "results"
+    earlier = {t["id"] for t in agents.api("tasks.get_all", name="^train_xgboost$", only_fields=["id"])["tasks"]}
     proc = _start(agents, checkout, "--mode", "local", "--data", str(data), "--output-dir", str(out), *LONG_XGBOOST)
     deadline, step = time.monotonic() + 300, None
-    while step is None and time.monotonic() < deadline:  # the moment ClearML launches it
-        running = agents.api("tasks.get_all", name="^train_xgboost$", status=["in_progress"], only_fields=["id"])
-        step = next((task["id"] for task in running["tasks"]), None)
+    while step is None and time.monotonic() < deadline:  # the moment its task is in that status
+        seen = agents.api("tasks.get_all", name="^train_xgboost$", status=[moment], only_fields=["id"])["tasks"]
+        step = next((task["id"] for task in seen if task["id"] not in earlier), None)
         time.sleep(0.05)
     assert step, "train_xgboost never ran"
     agents.api("tasks.stop", task=step, force=True)  # the web UI's Abort
@@ -120,6 +124,38 @@ def test_ctrl_c_stops_the_step_an_agent_runs(agents, checkout, data, tmp_path):
     assert step not in running
     run = _controller(agents)
     assert run["status"] == "stopped" and _left_running(agents, run["id"]) == []
+
+
+def test_the_run_aborted_in_the_web_ui_stops_its_steps(agents, checkout, data, tmp_path):
+    """The run's own task aborted (the pipeline's Abort): ClearML ends the process; its steps must not run on."""
+    proc = _start(agents, checkout, "--mode", "local", "--data", str(data), "--output-dir", str(tmp_path / "out"),
+                  *LONG_XGBOOST)
+    step = _running(agents, "train_xgboost", time.time())
+    run = agents.api.task(step)["parent"]["id"]
+    time.sleep(2)
+    agents.api("tasks.stop", task=run, force=True)  # the web UI's Abort, on the pipeline run
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "results:" not in stdout
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == [
+        "error: the run was aborted (its task was stopped in the web UI); stopping its steps"], stderr[-2000:]
+    time.sleep(5)
+    assert agents.api.task(run)["status"] == "stopped"
+    assert agents.api.task(step)["status"] == "stopped" and _left_running(agents, run) == []
+
+
+def test_ctrl_c_twice_still_records_the_run_as_aborted(agents, checkout, data, tmp_path):
+    proc = _start(agents, checkout, "--mode", "local", "--data", str(data), "--output-dir", str(tmp_path / "out"),
+                  *LONG_XGBOOST)
+    step = _running(agents, "train_xgboost", time.time())
+    run = agents.api.task(step)["parent"]["id"]
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and _errors(stderr) == ["error: interrupted"], stderr[-2000:]
+    assert "stopping: the run is already ending" in stderr
+    time.sleep(3)
+    assert agents.api.task(run)["status"] == "stopped" and _left_running(agents, run) == []
 
 
 def test_a_step_that_completes_over_its_stop_is_set_back_to_aborted(server):
@@ -184,6 +220,8 @@ def test_a_killed_agent_is_a_lost_step_within_two_minutes(agents, checkout, data
     assert proc.returncode == 1
     errors = _errors(stderr)
     assert len(errors) == 1 and "step 'train_xgboost' was lost: its agent" in errors[0], stderr[-2000:]
+    # never silent for more than about a minute, also while a step runs on an agent
+    assert re.search(r"^running: step 'train_xgboost' for \d+ s on agent test-agent-doomed-agent-queue", stderr, re.M)
     assert agents.api.task(step)["status"] == "failed"
     run = _controller(agents)
     assert run["status"] == "failed" and "was lost" in run["status_reason"]

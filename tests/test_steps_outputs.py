@@ -138,3 +138,21 @@ def test_the_marker_records_what_tells_a_later_process_under_the_same_pid(tmp_pa
     finally:
         release_output_dir(folder)
     assert not any(p.name.startswith(STAGE_PREFIX) for p in tmp_path.iterdir())
+
+
+def test_withdraw_results_removes_what_the_run_wrote_into_its_claimed_folder_only(tmp_path):
+    claimed, other = tmp_path / "claimed", tmp_path / "other"
+    claim_output_dir(claimed)
+    other.mkdir()
+    try:
+        for folder in (claimed, other):
+            (folder / "metrics.csv").write_text("model,r2\n")
+            (folder / "models").mkdir()
+            (folder / "models" / "xgboost.joblib").write_bytes(b"x")
+        assert outputs.withdraw_results(claimed) == ["metrics.csv", "models"]
+        assert [p.name for p in claimed.iterdir()] == [CLAIM_FILE]
+        assert outputs.withdraw_results(other) == []
+        assert sorted(p.name for p in other.iterdir()) == ["metrics.csv", "models"]
+    finally:
+        release_output_dir(claimed)
+    assert not claimed.exists()  # created by the claim, empty again: gone with it
