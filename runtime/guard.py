@@ -136,6 +136,7 @@ def on_run_aborted() -> None:
     the process: one line, the run's steps stopped on the server (queued ones dequeued, running ones aborted,
     ``--mode local`` subprocesses ended), so none is left running. The run's task stays *Aborted*."""
     _aborted_in_web_ui.set()
+    StepWatch.stop_current()  # its interrupt would end the main thread before the steps are stopped
     print("error: the run was aborted (its task was stopped in the web UI); stopping its steps",
           file=sys.stderr, flush=True)
     reason = "the run was aborted"
@@ -157,13 +158,14 @@ def on_run_aborted() -> None:
 
 def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
     finish_before_interrupts()
-    if _aborted_in_web_ui.is_set():  # on_run_aborted said so and stops the steps (ClearML may then end the process)
+    if _aborted_in_web_ui.is_set():  # on_run_aborted said so, stops the steps and records the run aborted
         _main_thread_ended.set()
         _abort_handled.wait(timeout=ABORT_CALLBACK_S)
         _withdraw_results(context)
-        if task is not None:
-            record(task, outcome.Outcome("aborted", ABORTED_IN_WEB_UI))
-        return KeyboardInterrupt()
+        from runtime.interrupts import EXIT_INTERRUPTED, leave_now
+
+        leave_now(EXIT_INTERRUPTED)  # ClearML's exit hooks would close the task, which marks it completed
+    reason = _failure(exc, context)
     reason = _failure(exc, context)
     user_stop = isinstance(exc, KeyboardInterrupt) and not (context.watch and context.watch.failure)
     if context.watch is not None:

@@ -15,15 +15,23 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _exit_at_once(signum, frame):
-    """Nothing to record or clean up yet: release the output folder claimed at start-up and leave."""
+    """Nothing to record or clean up yet: release the output folder claimed at start-up and leave (a normal
+    exit would run ClearML's exit hooks, which may wait on the network)."""
     sys.stderr.write("error: interrupted\n")
+    leave_now(EXIT_INTERRUPTED)
+
+
+def leave_now(code: int) -> None:
+    """End the process with ``code`` at once, past ClearML's exit hooks (output flushed, claims released)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
         from steps.outputs import release_all_claims
 
         release_all_claims()
     except Exception:
         pass
-    os._exit(EXIT_INTERRUPTED)  # a normal exit would run ClearML's exit hooks, which may wait on the network
+    os._exit(code)
 
 
 def leave_at_once_on_interrupt() -> None:

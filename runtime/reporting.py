@@ -51,17 +51,6 @@ def step_console() -> None:
     task = Task.current_task()
     if task is not None and not Task.is_offline():
         drop_duplicate_inputs(task)
-        _leave_interrupts_to_the_controller()
-
-
-def _leave_interrupts_to_the_controller() -> None:
-    """A step in a process of its own ignores Ctrl-C: in ``--mode local`` the terminal sends it to the step's
-    process too, which would print its traceback; the run's process stops and ends its steps itself."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def drop_duplicate_inputs(task) -> list[str]:

@@ -134,6 +134,9 @@ def nvidia_driver_present() -> bool:
 
 #: Added to the top of every step's code: the step's process quiets its console (see :func:`quiet_console`).
 STEP_CODE_HEADER = """
+import signal as _signal
+# Ctrl-C in a --mode local run's terminal reaches its steps too: the run's process stops and ends them
+_signal.signal(_signal.SIGINT, _signal.SIG_IGN)
 try:  # no GPU-monitoring failures or progress bars of small downloads in the step's console (runtime/sdk.py)
     from runtime.sdk import quiet_console
     quiet_console(steps=False)

@@ -168,12 +168,22 @@ class StepWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clearml-step-watch", daemon=True)
 
+    #: The watch of this process's run, while it runs.
+    current: Optional[StepWatch] = None
+
     def __enter__(self) -> StepWatch:
+        StepWatch.current = self
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+
+    @classmethod
+    def stop_current(cls) -> None:
+        """Stop the watch of this process's run (from another thread), if one runs."""
+        if cls.current is not None:
+            cls.current._stop.set()
 
     def _look(self, client) -> Optional[str]:
         nodes = _launched_nodes()
