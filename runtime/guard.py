@@ -166,7 +166,6 @@ def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
 
         leave_now(EXIT_INTERRUPTED)  # ClearML's exit hooks would close the task, which marks it completed
     reason = _failure(exc, context)
-    reason = _failure(exc, context)
     user_stop = isinstance(exc, KeyboardInterrupt) and not (context.watch and context.watch.failure)
     if context.watch is not None:
         _stop_steps(context.watch, "the run was interrupted" if user_stop else f"the run failed: {reason}")
