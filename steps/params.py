@@ -84,7 +84,7 @@ class PipelineParameters:
 
     data_path: str = _p(SHIPPED_DATA, "CSV in scikit-learn's or StatLib's layout, or "
                         f"'{SKLEARN_DATA}' to download it through scikit-learn", "--data",
-                        pattern=r"(?s).*\S.*", allowed=f"a CSV file's path, or '{SKLEARN_DATA}'")
+                        pattern=r"(?s).*\S.*", allowed=f"a CSV or Parquet file's path (--data PATH), or '{SKLEARN_DATA}'")
     dataset_id: str = _p("", "id of a ClearML dataset version holding the CSV (see register-data); when set, "
                          "it replaces --data: the load step trains on a local copy of that version",
                          pattern=r"|[0-9a-f]{32}",
