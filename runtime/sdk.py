@@ -23,14 +23,16 @@ Everything else uses ClearML's public API. What is here has no public equivalent
 
 * :func:`launch_only_unstopped_steps`: a step aborted in the web UI between the moment ClearML creates its
   task and the moment it launches it would run regardless: ClearML's job then clones the stopped task and
-  runs the clone, or marks it started (or enqueues it), both allowed from *stopped*. The pipeline's job
-  class (``_clearml_job_class``) is given one that notes the abort and does not launch.
+  runs the clone, marks it started (or enqueues it), both allowed from *stopped*, or fails setting its
+  parameters (a traceback). The pipeline's job class (``_clearml_job_class``) is given one that notes the
+  abort, keeps the aborted task as the step's (a clone made meanwhile is deleted) and does not launch it.
 
 version range of :data:`SUPPORTED_VERSIONS` is widened only after that test passes.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -201,9 +203,21 @@ def launch_only_unstopped_steps() -> bool:
         def __init__(self, base_task_id, *args, **kwargs):
             from clearml import Task
 
-            # the decorator's step task, created just before: ClearML clones it if it is no longer a draft
-            self.aborted_before_launch = str(Task.get_task(task_id=base_task_id).get_status()) == "stopped"
-            super().__init__(base_task_id, *args, **kwargs)
+            def aborted() -> bool:
+                return str(Task.get_task(task_id=base_task_id).get_status()) == "stopped"
+
+            try:
+                super().__init__(base_task_id, *args, **kwargs)
+            except Exception:  # ClearML refuses to edit a task aborted while it sets its parameters
+                if not aborted():
+                    raise
+                super().__init__(base_task_id, *args, **kwargs)  # now it clones the stopped task
+            # the decorator's step task, created just before: if it was aborted at any moment up to now, ClearML
+            # has cloned it (or will launch it): checked after ClearML's own look at its status, not before
+            self.aborted_before_launch = aborted()
+            if self.aborted_before_launch and not self.is_cached_task() and self.task.id != base_task_id:
+                clone, self.task = self.task, Task.get_task(task_id=base_task_id)  # the step is the task aborted
+                clone.delete(raise_on_error=False)
 
         def launch(self, queue_name=None) -> bool:
             if self.aborted_before_launch or str(self.task.get_status()) == "stopped":  # aborted since its creation
@@ -212,5 +226,8 @@ def launch_only_unstopped_steps() -> bool:
             return super().launch(queue_name)
 
     UnstoppedJob.__name__ = UnstoppedJob.__qualname__ = f"Unstopped{base.__name__}"
+    # ClearML's warning as it clones an aborted step ("... status=stopped. Reverting to clone Task"): not so here
+    logging.getLogger("clearml.automation.job").addFilter(
+        lambda record: "status=stopped. Reverting to clone Task" not in record.getMessage())
     pipeline._clearml_job_class = UnstoppedJob
     return True

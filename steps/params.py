@@ -82,7 +82,7 @@ _RF = "random_forest"
 class PipelineParameters:
     """Every parameter of the pipeline, with its default. Units: target in $100k."""
 
-    data_path: str = _p(SHIPPED_DATA, "CSV in scikit-learn's or StatLib's layout, or "
+    data_path: str = _p(SHIPPED_DATA, "CSV (or Parquet) in scikit-learn's or StatLib's layout, or "
                         f"'{SKLEARN_DATA}' to download it through scikit-learn", "--data",
                         pattern=r"(?s).*\S.*", allowed=f"a CSV or Parquet file's path (--data PATH), or '{SKLEARN_DATA}'")
     dataset_id: str = _p("", "id of a ClearML dataset version holding the CSV (see register-data); when set, "

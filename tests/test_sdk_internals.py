@@ -8,6 +8,7 @@ pipeline's DAG and its nodes' jobs, the generated step code).
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import clearml
 import clearml.automation.controller as controller
 import clearml.automation.job as job
+import clearml.task as task_module
 import pytest
 
 from runtime import sdk
@@ -162,5 +164,37 @@ def test_a_step_aborted_before_its_launch_is_not_launched(monkeypatch):
                                     mark_stopped=lambda **kwargs: stopped.append(kwargs))
         assert step.launch() is expected
     assert len(launched) == 1 and len(stopped) == 2
+    # aborted while ClearML's own __init__ runs: it refuses to edit the stopped task (tried again, it clones it),
+    # or it has looked at the status already and clones it: either way the step is the aborted task, not launched
+    deleted, tries = [], []
+
+    def clearml_init(self, base_task_id, **kwargs):
+        tries.append(base_task_id)
+        if len(tries) == 1 and refuses:
+            raise ValueError("Task object can only be updated if created or in_progress [status=stopped]")
+        self._is_cached_task = False
+        self.task = SimpleNamespace(id="clone", get_status=lambda: "created", delete=lambda **kw: deleted.append(1))
+
+    monkeypatch.setattr(job.LocalClearmlJob, "__init__", clearml_init)
+    assert "self.task.update_parameters(" in inspect.getsource(job.ClearmlJob.__init__)
+    assert "can only be updated if created or in_progress" in inspect.getsource(task_module.Task._edit)
+    for refuses, status, expected in ((True, "stopped", False), (False, "stopped", False), (False, "created", True)):
+        tries.clear()
+        base = SimpleNamespace(id="base", get_status=lambda status=status: status,
+                               mark_stopped=lambda **kwargs: stopped.append(kwargs))
+        monkeypatch.setattr(task_module.Task, "get_task", lambda task_id, base=base: base)
+        step = unstopped("base")
+        assert step.launch() is expected and len(tries) == 1 + refuses
+        assert step.task.id == ("clone" if expected else "base")
+    assert len(launched) == 2 and len(stopped) == 4 and len(deleted) == 2
+    refuses = True  # refused for another reason: ClearML's error stands
+    monkeypatch.setattr(task_module.Task, "get_task", lambda task_id: SimpleNamespace(get_status=lambda: "created"))
+    tries.clear()
+    with pytest.raises(ValueError, match="can only be updated"):
+        unstopped("base")
     assert "disable_clone_task" in inspect.signature(job.ClearmlJob.__init__).parameters
-    assert "Reverting to clone Task" in inspect.getsource(job.ClearmlJob.__init__)  # what __init__ notes first
+    clearml_init = inspect.getsource(job.ClearmlJob.__init__)
+    assert 'status={task_status}. "' in clearml_init and '"Reverting to clone Task"' in clearml_init
+    said = logging.getLogger("clearml.automation.job")
+    assert not said.filter(logging.makeLogRecord({"msg": "Task [x] status=stopped. Reverting to clone Task"}))
+    assert said.filter(logging.makeLogRecord({"msg": "Task [x] status=completed. Reverting to clone Task"}))
