@@ -25,7 +25,9 @@ Everything else uses ClearML's public API. What is here has no public equivalent
   task and the moment it launches it would run regardless: ClearML's job then clones the stopped task and
   runs the clone, marks it started (or enqueues it), both allowed from *stopped*, or fails setting its
   parameters (a traceback). The pipeline's job class (``_clearml_job_class``) is given one that notes the
-  abort, keeps the aborted task as the step's (a clone made meanwhile is deleted) and does not launch it.
+  abort, keeps the aborted task as the step's (a clone made meanwhile is deleted) and does not launch it;
+  aborted even earlier, between the creation of the task and its first edit by the decorator's factory
+  (``Node.task_factory_func``, called by ``_launch_node``), the factory's refusal is answered with the task.
 
 version range of :data:`SUPPORTED_VERSIONS` is widened only after that test passes.
 """
@@ -33,6 +35,7 @@ version range of :data:`SUPPORTED_VERSIONS` is widened only after that test pass
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -223,11 +226,54 @@ def launch_only_unstopped_steps() -> bool:
             if self.aborted_before_launch or str(self.task.get_status()) == "stopped":  # aborted since its creation
                 self.task.mark_stopped(force=True, status_message="aborted before it was launched")
                 return False
-            return super().launch(queue_name)
+            launched = super().launch(queue_name)
+            started = getattr(self.task.data, "started", None)  # marked started, reloaded (--mode local)
+            self.launched_at = started.timestamp() if launched and started is not None else None
+            return launched
 
     UnstoppedJob.__name__ = UnstoppedJob.__qualname__ = f"Unstopped{base.__name__}"
     # ClearML's warning as it clones an aborted step ("... status=stopped. Reverting to clone Task"): not so here
     logging.getLogger("clearml.automation.job").addFilter(
         lambda record: "status=stopped. Reverting to clone Task" not in record.getMessage())
     pipeline._clearml_job_class = UnstoppedJob
+    launch_node = pipeline._launch_node
+
+    def launch_step(node) -> bool:  # the decorator's step-task factory, given back the task it made if aborted
+        if node.task_factory_func is not None and not hasattr(node.task_factory_func, "aborted_task_of"):
+            node.task_factory_func = _giving_back_an_aborted_task(node.task_factory_func)
+        return launch_node(node)
+
+    pipeline._launch_node = launch_step
     return True
+
+
+def _giving_back_an_aborted_task(factory: Callable):
+    """The decorator's step-task factory (``Node.task_factory_func``) creates the task, then edits it; aborted
+    in between, ClearML refuses the edit (``ValueError``: a traceback, then the run fails on an empty node).
+    Given back instead: that task, stopped, found on the server (the newest stopped task of the step's name
+    created since the run and not attached to a run), which the job class does not launch."""
+    from clearml import Task
+
+    def create(node):
+        try:
+            return factory(node)
+        except ValueError as error:
+            if "can only be updated if created or in_progress" not in str(error):
+                raise
+            task = aborted_task_of(node.name)
+            if task is None:
+                raise
+            return task
+
+    def aborted_task_of(name: str):
+        from clearml.backend_api.session.client import APIClient
+
+        client = APIClient()
+        run = client.tasks.get_all(id=[Task.current_task().id], only_fields=["created"])[0]
+        found = client.tasks.get_all(name=f"^{re.escape(name)}$", status=["stopped"], order_by=["-created"],
+                                     page=0, page_size=10, only_fields=["id", "created", "parent"])
+        found = [task.id for task in found if not task.parent and task.created >= run.created]
+        return Task.get_task(task_id=found[0]) if found else None
+
+    create.aborted_task_of = aborted_task_of
+    return create

@@ -65,7 +65,10 @@ def _launched_steps() -> dict[str, str]:
 
 def _launch_time(node) -> Optional[float]:
     """When the controller marked a step's task started as it launched it (``--mode local``; server clock,
-    epoch seconds): the node's ``job_started``, else its job task's ``started`` as read then; None if unknown."""
+    epoch seconds): as the job read it then (``runtime.sdk``), else the node's ``job_started``, else its job task's
+    ``started`` as read now; None if unknown."""
+    if getattr(node.job, "launched_at", None):
+        return float(node.job.launched_at)
     if node.job_started:
         return float(node.job_started)
     started = getattr(node.job.task.data, "started", None)

@@ -149,9 +149,17 @@ def test_a_step_aborted_before_its_launch_is_not_launched(monkeypatch):
 
     assert "self._clearml_job_class(" in inspect.getsource(controller.PipelineController._launch_node)
     assert "node.job.launch(" in inspect.getsource(controller.PipelineController._launch_node)
-    pipeline = SimpleNamespace(_clearml_job_class=job.LocalClearmlJob)
+    nodes = []
+    pipeline = SimpleNamespace(_clearml_job_class=job.LocalClearmlJob, _launch_node=lambda node: nodes.append(node))
     monkeypatch.setattr(controller.PipelineDecorator, "get_current_pipeline", lambda: pipeline)
     assert sdk.launch_only_unstopped_steps() and sdk.launch_only_unstopped_steps()  # idempotent
+    # the decorator's task factory is given back the task it made when an abort made ClearML refuse to edit it
+    assert "node.task_factory_func(node)" in inspect.getsource(controller.PipelineController._launch_node)
+    node = SimpleNamespace(name="train_xgboost", task_factory_func=lambda node: "task")
+    pipeline._launch_node(node)
+    pipeline._launch_node(node)
+    assert nodes == [node, node] and node.task_factory_func(node) == "task"
+    assert node.task_factory_func.aborted_task_of.__name__ == "aborted_task_of"  # wrapped once
     unstopped = pipeline._clearml_job_class
     assert issubclass(unstopped, job.LocalClearmlJob) and unstopped.__mro__[1] is job.LocalClearmlJob
     launched = []
@@ -160,7 +168,7 @@ def test_a_step_aborted_before_its_launch_is_not_launched(monkeypatch):
     for before, status, expected in ((False, "stopped", False), (True, "created", False), (False, "created", True)):
         step = unstopped.__new__(unstopped)
         step.aborted_before_launch = before
-        step.task = SimpleNamespace(get_status=lambda status=status: status,
+        step.task = SimpleNamespace(get_status=lambda status=status: status, data=SimpleNamespace(started=None),
                                     mark_stopped=lambda **kwargs: stopped.append(kwargs))
         assert step.launch() is expected
     assert len(launched) == 1 and len(stopped) == 2
@@ -173,7 +181,8 @@ def test_a_step_aborted_before_its_launch_is_not_launched(monkeypatch):
         if len(tries) == 1 and refuses:
             raise ValueError("Task object can only be updated if created or in_progress [status=stopped]")
         self._is_cached_task = False
-        self.task = SimpleNamespace(id="clone", get_status=lambda: "created", delete=lambda **kw: deleted.append(1))
+        self.task = SimpleNamespace(id="clone", get_status=lambda: "created", delete=lambda **kw: deleted.append(1),
+                                    data=SimpleNamespace(started=None))
 
     monkeypatch.setattr(job.LocalClearmlJob, "__init__", clearml_init)
     assert "self.task.update_parameters(" in inspect.getsource(job.ClearmlJob.__init__)
@@ -198,3 +207,38 @@ def test_a_step_aborted_before_its_launch_is_not_launched(monkeypatch):
     said = logging.getLogger("clearml.automation.job")
     assert not said.filter(logging.makeLogRecord({"msg": "Task [x] status=stopped. Reverting to clone Task"}))
     assert said.filter(logging.makeLogRecord({"msg": "Task [x] status=completed. Reverting to clone Task"}))
+
+
+
+def test_a_step_aborted_as_its_task_is_made_is_given_back_stopped(monkeypatch):
+    """The decorator's factory creates a step's task, then edits it: aborted in between, ClearML refuses the
+    edit; the run's factory wrapper finds that task (stopped, no parent, newer than the run) and returns it."""
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    import clearml.backend_api.session.client as client_module
+
+    factory = inspect.getsource(controller.PipelineController._add_function_step)
+    assert factory.index("a_task = Task.create(") < factory.index("a_task.update_task(task_definition)")
+    now = datetime.now(timezone.utc)
+    tasks = [SimpleNamespace(id="other-run", created=now + timedelta(seconds=2), parent="run2"),
+             SimpleNamespace(id="ours", created=now + timedelta(seconds=1), parent=None),
+             SimpleNamespace(id="older", created=now - timedelta(seconds=1), parent=None)]
+    asked = []
+
+    def get_all(**kwargs):
+        asked.append(kwargs)
+        return [SimpleNamespace(created=now)] if "id" in kwargs else tasks
+
+    monkeypatch.setattr(client_module, "APIClient", lambda: SimpleNamespace(tasks=SimpleNamespace(get_all=get_all)))
+    monkeypatch.setattr(task_module.Task, "current_task", staticmethod(lambda: SimpleNamespace(id="run")))
+    monkeypatch.setattr(task_module.Task, "get_task", staticmethod(lambda task_id: f"task {task_id}"))
+
+    def refused(node):
+        raise ValueError("Task object can only be updated if created or in_progress [status=stopped fields=[]]")
+
+    assert sdk._giving_back_an_aborted_task(refused)(SimpleNamespace(name="train_xgboost")) == "task ours"
+    assert asked[-1]["name"] == "^train_xgboost$" and asked[-1]["status"] == ["stopped"]
+    tasks.pop(1)  # none of its own: ClearML's error stands
+    with pytest.raises(ValueError, match="can only be updated"):
+        sdk._giving_back_an_aborted_task(refused)(SimpleNamespace(name="train_xgboost"))

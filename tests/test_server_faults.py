@@ -93,11 +93,13 @@ def test_a_step_aborted_as_it_starts_fails_the_run(agents, checkout, data, tmp_p
     while step is None and time.monotonic() < deadline:  # the moment its task is in that status
         seen = agents.api("tasks.get_all", name="^train_xgboost$", status=[moment], only_fields=["id"])["tasks"]
         step = next((task["id"] for task in seen if task["id"] not in earlier), None)
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert step, "train_xgboost never ran"
     agents.api("tasks.stop", task=step, force=True)  # the web UI's Abort
+    aborted = time.monotonic()
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr[-2000:]
+    assert time.monotonic() - aborted < 30, "seen within seconds, not once the step had trained (about 90 s)"
     errors = _errors(stderr)
     assert len(errors) == 1 and "step 'train_xgboost' was aborted" in errors[0], stderr[-2000:]
     assert "results:" not in stdout and not (out / "metrics.csv").exists()
