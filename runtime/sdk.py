@@ -206,6 +206,8 @@ def launch_only_unstopped_steps() -> bool:
         def __init__(self, base_task_id, *args, **kwargs):
             from clearml import Task
 
+            self.run_id = kwargs.get("parent")  # the run: the step task's parent
+
             def aborted() -> bool:
                 return str(Task.get_task(task_id=base_task_id).get_status()) == "stopped"
 
@@ -225,6 +227,10 @@ def launch_only_unstopped_steps() -> bool:
         def launch(self, queue_name=None) -> bool:
             if self.aborted_before_launch or str(self.task.get_status()) == "stopped":  # aborted since its creation
                 self.task.mark_stopped(force=True, status_message="aborted before it was launched")
+                if self.run_id and self.task.parent != self.run_id:  # ClearML sets it on a draft only
+                    from clearml.backend_api.session.client import APIClient
+
+                    APIClient().tasks.edit(task=self.task.id, parent=self.run_id, force=True)
                 return False
             launched = super().launch(queue_name)
             started = getattr(self.task.data, "started", None)  # marked started, reloaded (--mode local)

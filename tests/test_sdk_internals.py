@@ -167,7 +167,7 @@ def test_a_step_aborted_before_its_launch_is_not_launched(monkeypatch):
     stopped = []
     for before, status, expected in ((False, "stopped", False), (True, "created", False), (False, "created", True)):
         step = unstopped.__new__(unstopped)
-        step.aborted_before_launch = before
+        step.aborted_before_launch, step.run_id = before, None
         step.task = SimpleNamespace(get_status=lambda status=status: status, data=SimpleNamespace(started=None),
                                     mark_stopped=lambda **kwargs: stopped.append(kwargs))
         assert step.launch() is expected
@@ -196,6 +196,18 @@ def test_a_step_aborted_before_its_launch_is_not_launched(monkeypatch):
         assert step.launch() is expected and len(tries) == 1 + refuses
         assert step.task.id == ("clone" if expected else "base")
     assert len(launched) == 2 and len(stopped) == 4 and len(deleted) == 2
+    # ClearML sets the step's parent (the run) on a draft only: an aborted step is put under its run
+    import clearml.backend_api.session.client as client_module
+
+    assert "elif parent:\n                self.task.set_parent(parent)" in inspect.getsource(job.ClearmlJob.__init__)
+    edits = []
+    monkeypatch.setattr(client_module, "APIClient", lambda: SimpleNamespace(tasks=SimpleNamespace(
+        edit=lambda **kwargs: edits.append(kwargs))))
+    base.parent, refuses = None, False
+    monkeypatch.setattr(task_module.Task, "get_task", lambda task_id: SimpleNamespace(
+        id="base", parent=None, get_status=lambda: "stopped", mark_stopped=lambda **kwargs: None))
+    assert unstopped("base", parent="run").launch() is False
+    assert edits == [{"task": "base", "parent": "run", "force": True}]
     refuses = True  # refused for another reason: ClearML's error stands
     monkeypatch.setattr(task_module.Task, "get_task", lambda task_id: SimpleNamespace(get_status=lambda: "created"))
     tries.clear()

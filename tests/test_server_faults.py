@@ -107,6 +107,7 @@ def test_a_step_aborted_as_it_starts_fails_the_run(agents, checkout, data, tmp_p
     assert run["status"] == "failed" and "step 'train_xgboost' was aborted" in run["status_reason"]
     time.sleep(5)  # nothing writes over the stop afterwards
     assert agents.api.task(step)["status"] == "stopped"
+    assert (agents.api.task(step).get("parent") or {}).get("id") == run["id"]  # under its run (ClearML: drafts only)
     assert _left_running(agents, run["id"]) == []
 
 
