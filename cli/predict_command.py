@@ -24,7 +24,7 @@ def build_predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, metavar="RUN_DIR",
                         help="folder of a training run (the 'results:' folder it printed; it holds models/)")
     parser.add_argument("--data", required=True, metavar="CSV",
-                        help="CSV in scikit-learn's or StatLib's layout; the target column (MedHouseVal or "
+                        help="CSV (or Parquet) in scikit-learn's or StatLib's layout; the target column (MedHouseVal or "
                         "median_house_value) is optional")
     parser.add_argument("--output", required=True, metavar="PRED_CSV",
                         help="new CSV file for the predictions (never overwritten; its folder must exist)")

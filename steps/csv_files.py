@@ -408,9 +408,9 @@ def _read_parquet(path: Path, columns: Optional[list[str]] = None) -> pd.DataFra
 def _first_bytes(path: Path) -> bytes:
     """The first :data:`HEAD_BYTES` of the file as stored; DataError if it is missing, no file, unreadable or blank."""
     if not path.exists():
-        raise DataError(f"data file not found: {path}; pass --data with the path of a CSV file")
+        raise DataError(f"data file not found: {path}; pass --data with the path of a CSV (or Parquet) file")
     if path.is_dir():
-        raise DataError(f"{path} is a folder, not a file; pass --data with the path of a CSV file")
+        raise DataError(f"{path} is a folder, not a file; pass --data with the path of a CSV (or Parquet) file")
     if not path.is_file():
         raise DataError(f"{path} is not a regular file (a pipe or device?); save the data to a CSV file "
                         "and pass its path with --data")

@@ -168,7 +168,8 @@ class Case:
 DATA_ERRORS = {
     "missing_file": Case(lambda d, f: d / "nothere.csv",
                          expect=(r"data file not found: \S*/nothere\.csv", r"pass --data with the path of a CSV")),
-    "folder": Case(lambda d, f: d, expect=(r"is a folder, not a file", r"pass --data with the path of a CSV file")),
+    "folder": Case(lambda d, f: d,
+                   expect=(r"is a folder, not a file", r"pass --data with the path of a CSV \(or Parquet\) file")),
     "unreadable": Case(unreadable, skip_as_root=True,
                        expect=(r"cannot read \S*data\.csv: Permission denied", r"check the file's permissions")),
     "empty_file": Case(write_bytes(b""),
