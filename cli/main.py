@@ -110,6 +110,7 @@ def run_agent_controller(pipeline: ModuleType) -> int:
     from clearml import Task
 
     from runtime import controller, guard, sdk
+    from runtime.outcome import Outcome
     from runtime.step_watch import StepWatch
     from steps.params import ParameterError
 
@@ -118,6 +119,8 @@ def run_agent_controller(pipeline: ModuleType) -> int:
     except ParameterError as exc:
         task = Task.get_task(task_id=os.environ["CLEARML_TASK_ID"])
         controller.forget_cloned_runs(task)
+        guard.report_outcome(task.get_logger(), Outcome("failed", str(exc)))
+        task.flush(wait_for_uploads=True)
         task.mark_failed(status_reason=str(exc), status_message=str(exc), force=True)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         controller.leave_to_agent()  # the agent stops this process: no "completed successfully" line

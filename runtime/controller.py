@@ -174,12 +174,12 @@ def agent_parameters() -> PipelineParameters:
 
 
 def forget_cloned_runs(task) -> None:
-    """A re-run refused before its first step: its DAG (copied from the run it was cloned from) no longer
-    shows that run's steps as this run's, so the pipeline page shows no step run."""
+    """A re-run refused before its first step: its DAG (copied from the run it was cloned from) shows every
+    step *skipped* (ClearML's status of a step not run), none linked to the steps of the run it was cloned from."""
     dag = task.get_configuration_object_as_dict("Pipeline") or {}
     for node in dag.values():
         if isinstance(node, dict):
-            node.update(executed=None, status="pending", job_started=None, job_ended=None)
+            node.update(executed=None, job_id=None, status="skipped", job_started=None, job_ended=None)
     if dag:  # as ClearML stores it: JSON text
         task.set_configuration_object("Pipeline", config_text=json.dumps(dag, indent=2), config_type="dictionary")
 

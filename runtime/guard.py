@@ -9,6 +9,8 @@ train and evaluate every model it was asked for never exits 0 and never prints r
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import threading
 import time
@@ -20,7 +22,7 @@ from typing import Optional
 
 import runtime.outcome as outcome
 from runtime.interrupts import end_child_processes, finish_before_interrupts
-from runtime.step_watch import StepState, StepWatch, failed_step_reason, settle_steps, stop_steps
+from runtime.step_watch import StepState, StepWatch, failed_step_reason, launched_nodes, settle_steps, stop_steps
 
 
 @dataclass
@@ -45,15 +47,8 @@ def raising_step(exc: BaseException, step_names: tuple[str, ...]) -> Optional[st
 
 def unfinished_steps() -> dict[str, str]:
     """``{step: status}`` of the current pipeline's steps that did not complete (server modes)."""
-    from clearml import PipelineDecorator
-
-    pipeline = PipelineDecorator.get_current_pipeline()
-    if pipeline is None:
-        return {}
     unfinished = {}
-    for name, node in pipeline.get_pipeline_dag().items():
-        if node.job is None or node.job.is_cached_task():
-            continue
+    for name, node in launched_nodes().items():
         status = str(node.job.status(force=True))
         if status not in ("completed", "published"):
             unfinished[name] = status
@@ -100,7 +95,8 @@ def _failure(exc: BaseException, context: RunContext) -> str:
 
 
 def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -> None:
-    """Record ``result`` on the run's task and close it: failed with its reason, aborted, or completed.
+    """Record ``result`` on the run's task and close it: failed with its reason, aborted, or completed
+    (:func:`report_outcome`: what its pipeline page shows, with the traceback of ``exc`` if given).
 
     An offline session has no status of its own: the outcome is written into it (:mod:`runtime.outcome`).
     """
@@ -110,8 +106,11 @@ def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -
         if Task.is_offline():
             task.add_tags([outcome.TAGS[result.status]])
         if result.status != "completed":
-            detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
-            task.get_logger().report_text(f"{outcome.reason_line(result)}\n{detail}", print_console=False)
+            report_outcome(task.get_logger(), result, exc)
+            if not Task.running_locally():  # an agent runs it: it is to stop the process as soon as it is failed
+                from runtime.sdk import no_abort_wait
+
+                no_abort_wait(task)
         task.close()  # first: closing marks a task that is still running completed
         if result.status != "completed":
             finish_before_interrupts()  # closing put back the handlers from before Task.init
@@ -121,6 +120,36 @@ def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -
             task.mark_stopped(force=True, status_message=result.reason)
     except Exception:  # the one-line answer matters more than the record
         pass
+
+
+def report_outcome(logger, result: outcome.Outcome, exc: Optional[BaseException] = None) -> None:
+    """Say on the run's task why it did not complete, where its pipeline page shows it: a table *run outcome*
+    (status, reason, the step that ended the run; the page's *DETAILS* > *PREVIEW*, and the run's *PLOTS*) and,
+    as the console's last line, ``run outcome: <reason>``, after the traceback of ``exc`` when one is given."""
+    import pandas as pd
+
+    step = re.match(r"step '(\w+)'", result.reason)
+    rows = {"status": result.status, "reason": result.reason or result.status,
+            "step": step.group(1) if step else "none (no step ended the run)"}
+    logger.report_table("run outcome", result.status, iteration=0,
+                        table_plot=pd.DataFrame({"": list(rows.values())}, index=list(rows)))
+    from clearml import Task
+
+    detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
+    # on an agent, the console is what the process prints (ClearML sends no console text of its own there)
+    logger.report_text(f"{detail}{outcome.reason_line(result)}", print_console=not Task.running_locally())
+
+
+def _worth_a_traceback(exc: BaseException, reason: str, context: RunContext) -> bool:
+    """An error the run did not expect, raised here: not bad input, an interruption or a step that ended
+    without completing (the reason says all of those), nor a step that failed in its own process (its
+    console has its traceback)."""
+    from runtime.errors import SetupError
+    from steps.errors import BadInput
+
+    if isinstance(exc, (KeyboardInterrupt, StepNotCompleted, BadInput, SetupError)):
+        return False
+    return not reason.startswith("step '") or raising_step(exc, context.step_names) is not None
 
 
 #: Set when the run's own task was aborted from the web UI (:func:`on_run_aborted`); then once the main
@@ -171,15 +200,34 @@ def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
         _stop_steps(context.watch, "the run was interrupted" if user_stop else f"the run failed: {reason}")
     _withdraw_results(context)
     if task is not None:
-        record(task, outcome.Outcome("aborted" if user_stop else "failed", reason), exc)
+        if context.watch is not None and not (context.server is not None and context.server.lost_reason()):
+            _store_the_dag()
+        record(task, outcome.Outcome("aborted" if user_stop else "failed", reason),
+               exc if _worth_a_traceback(exc, reason, context) else None)
         from clearml import Task
 
         if Task.is_offline():
             from runtime.session_disk import remove_broken_session
 
             remove_broken_session(task)
+        elif not os.environ.get("CLEARML_WORKER_ID"):  # launched here (on an agent, the console is the page)
+            print(f"web UI: {pipeline_page(task)}", flush=True)  # the run's page says why, as its last line does
     print(f"error: {reason}", file=sys.stderr, flush=True)
     return exc if user_stop or not isinstance(exc, KeyboardInterrupt) else StepNotCompleted(reason)
+
+
+def _store_the_dag() -> None:
+    """Store the run's DAG with each step's status once more as it ends (ClearML stores it every few seconds),
+    so that the pipeline page draws the step that failed or was aborted so: on an agent, the failed controller
+    is stopped at once."""
+    from clearml import PipelineDecorator
+
+    pipeline = PipelineDecorator.get_current_pipeline()
+    try:
+        if pipeline is not None:
+            pipeline.update_execution_plot()
+    except Exception:  # e.g. the server is gone: the one-line answer matters more
+        pass
 
 
 def _withdraw_results(context: RunContext) -> None:

@@ -6,7 +6,6 @@ Everything else uses ClearML's public API. What is here has no public equivalent
   agents) with a hard-coded ``sleep`` in ``clearml/automation/controller.py`` and ``job.py``; each
   level of the DAG waits out part of that. The two modules' ``sleep`` is replaced by a capped one.
 
-``tests/test_sdk_internals.py`` fails when an SDK upgrade changes what these rely on, so the
 * :func:`drop_direct_stderr_lines`: ClearML writes a few messages (its log writer's retries) straight
   to the process's real stderr (``TaskHandler._log_stderr`` calls ``sys.stderr._original_write``),
   past ``logging``; an offline run on a full disk drops those about the full disk (it says so once).
@@ -29,6 +28,12 @@ Everything else uses ClearML's public API. What is here has no public equivalent
   aborted even earlier, between the creation of the task and its first edit by the decorator's factory
   (``Node.task_factory_func``, called by ``_launch_node``), the factory's refusal is answered with the task.
 
+* :func:`no_abort_wait`: a controller on an agent that registered an abort callback makes its agent wait
+  up to the callback's timeout plus 15 s (45 s) once the task is failed, saying so in its console, before
+  it stops the process; ``register_abort_callback(None)`` leaves the timeout at -1, which the agent still
+  waits out (14 s). The task's runtime property the agent reads is set to 0 (no callback).
+
+``tests/test_sdk_internals.py`` fails when an SDK upgrade changes what these rely on, so the
 version range of :data:`SUPPORTED_VERSIONS` is widened only after that test passes.
 """
 
@@ -49,6 +54,16 @@ def internals_supported() -> bool:
     import clearml
 
     return clearml.__version__.startswith(SUPPORTED_VERSIONS)
+
+
+def no_abort_wait(task) -> None:
+    """The run's controller (on an agent) recorded how it ended: no abort callback, so that its agent stops it at
+    once, without a 45 s wait and its two lines in the console (its ``_abort_callback_timeout`` set to 0)."""
+    from clearml.backend_interface.task.development.worker import DevWorker
+
+    task.register_abort_callback(None)
+    if internals_supported():
+        task._set_runtime_properties({DevWorker.property_abort_callback_timeout: 0})
 
 
 def cap_step_polling(seconds: float = 1.0) -> bool:

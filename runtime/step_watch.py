@@ -47,7 +47,7 @@ class StepState:
     started: Optional[datetime] = None
 
 
-def _launched_nodes() -> dict:
+def launched_nodes() -> dict:
     """``{step name: DAG node}`` of the current pipeline's steps that have a task of their own (not cached)."""
     from clearml import PipelineDecorator
 
@@ -60,7 +60,7 @@ def _launched_nodes() -> dict:
 
 def _launched_steps() -> dict[str, str]:
     """``{step name: task id}`` of the steps of the current pipeline that have a task of their own."""
-    return {name: node.job.task_id() for name, node in _launched_nodes().items()}
+    return {name: node.job.task_id() for name, node in launched_nodes().items()}
 
 
 def _launch_time(node) -> Optional[float]:
@@ -181,6 +181,8 @@ class StepWatch:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        if StepWatch.current is self:
+            StepWatch.current = None
 
     @classmethod
     def stop_current(cls) -> None:
@@ -189,7 +191,7 @@ class StepWatch:
             cls.current._stop.set()
 
     def _look(self, client) -> Optional[str]:
-        nodes = _launched_nodes()
+        nodes = launched_nodes()
         for name, node in nodes.items():
             if name not in self._launched_at and _launch_time(node) is not None:
                 self._launched_at[name] = _launch_time(node)  # the first value: a later reload may have moved it
@@ -338,7 +340,7 @@ def settle_steps(reasons: dict[str, str], timeout: float = 20.0) -> None:
     """
     from clearml.backend_api.session.client import APIClient
 
-    nodes = {name: node for name, node in _launched_nodes().items() if name in reasons}
+    nodes = {name: node for name, node in launched_nodes().items() if name in reasons}
     for node in nodes.values():
         reap = getattr(node.job, "wait_for_process", None)  # a --mode local step (ClearML's LocalClearmlJob)
         if reap is not None:

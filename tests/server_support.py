@@ -79,6 +79,19 @@ class Api:
         metrics = self("tasks.get_all_ex", id=[task_id], only_fields=["last_metrics"])["tasks"][0]["last_metrics"]
         return {(v["metric"], v["variant"]): v["value"] for m in metrics.values() for v in m.values()}
 
+    def console(self, task_id: str) -> list[str]:
+        """The task's console lines, oldest first (the web UI's CONSOLE tab: ``events.get_task_log``)."""
+        events = self("events.get_task_log", task=task_id, batch_size=5000, navigate_earlier=False)["events"]
+        return [line for event in events for line in str(event.get("msg", "")).splitlines()]
+
+    def table(self, task_id: str, title: str) -> dict[str, str]:
+        """``{row: value}`` of the task's two-column table ``title`` (a plot, as the UI's PLOTS and PREVIEW draw it)."""
+        for event in self("events.get_task_plots", task=task_id, iters=1)["plots"]:
+            if event.get("metric") == title:
+                cells = json.loads(event["plot_str"])["data"][0]["cells"]["values"]
+                return dict(zip(cells[0], cells[1], strict=True))
+        return {}
+
     def artifact_text(self, task_id: str, key: str) -> str:
         artifacts = {a["key"]: a for a in self.task(task_id)["execution"].get("artifacts", [])}
         reply = requests.get(artifacts[key]["uri"], headers=self.headers, timeout=30)

@@ -119,6 +119,55 @@ def test_outcome_written_by_a_run_is_read_back_by_import(tmp_path, status, reaso
         assert outcome.read_session_outcome(path) == written
 
 
+class _Logger:
+    """Records what :func:`runtime.guard.report_outcome` reports (ClearML's ``Logger`` calls it makes)."""
+
+    def __init__(self):
+        self.tables, self.text = {}, ""
+
+    def report_table(self, title, series, iteration=None, table_plot=None):
+        self.tables[title] = table_plot.iloc[:, 0].to_dict()
+
+    def report_text(self, msg, print_console=True):
+        self.text += msg
+
+
+def _raised_in_load(exc: BaseException) -> BaseException:
+    def load():
+        raise exc
+    try:
+        load()
+    except BaseException as raised:  # noqa: BLE001 - any exception, with its traceback
+        return raised
+
+
+@pytest.mark.parametrize("exc, reason, traceback_kept", [
+    (ValueError("x"), "step 'load' failed: ValueError: x", True),  # a bug in a step run here: its traceback helps
+    (ValueError("x"), "the pipeline failed: ValueError: x", True),
+    (KeyboardInterrupt(), "step 'train_xgboost' was aborted", False),  # the step watch woke the main thread
+    (KeyboardInterrupt(), "interrupted", False),
+])
+def test_a_failed_run_reports_its_outcome_and_a_traceback_only_for_an_unexpected_error(exc, reason, traceback_kept):
+    from runtime import guard
+
+    context = guard.RunContext(step_names=("load",))
+    logger = _Logger()
+    raised = _raised_in_load(exc)
+    guard.report_outcome(logger, outcome.Outcome("failed", reason),
+                         raised if guard._worth_a_traceback(raised, reason, context) else None)
+    step = reason.split("'")[1] if reason.startswith("step '") else "none (no step ended the run)"
+    assert logger.tables == {"run outcome": {"status": "failed", "reason": reason, "step": step}}
+    assert logger.text.endswith(outcome.reason_line(outcome.Outcome("failed", reason)))  # the console's last line
+    assert ("Traceback" in logger.text) is traceback_kept
+
+
+def test_a_step_that_failed_in_its_own_process_leaves_its_traceback_to_its_console():
+    from runtime import guard
+
+    raised = _raised_in_load(RuntimeError("Pipeline step failed"))  # ClearML's, raised in the controller
+    assert not guard._worth_a_traceback(raised, "step 'evaluate' failed: ...", guard.RunContext(("evaluate",)))
+
+
 def test_a_session_that_recorded_no_outcome_reads_as_aborted(tmp_path):
     (tmp_path / "task.json").write_text('{"tags": []}')
     assert outcome.read_session_outcome(tmp_path) == outcome.Outcome("aborted", outcome.NO_OUTCOME)

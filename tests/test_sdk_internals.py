@@ -254,3 +254,25 @@ def test_a_step_aborted_as_its_task_is_made_is_given_back_stopped(monkeypatch):
     tasks.pop(1)  # none of its own: ClearML's error stands
     with pytest.raises(ValueError, match="can only be updated"):
         sdk._giving_back_an_aborted_task(refused)(SimpleNamespace(name="train_xgboost"))
+
+
+def test_no_abort_wait_sets_the_runtime_property_the_agent_reads():
+    """runtime.sdk.no_abort_wait: ClearML's abort callback is kept in the task's runtime property
+    ``_abort_callback_timeout`` (clearml-agent waits while it is set); unregistering leaves it at -1."""
+    from clearml.backend_interface.task.development.worker import DevWorker
+
+    assert DevWorker.property_abort_callback_timeout == "_abort_callback_timeout"
+    source = inspect.getsource(DevWorker.register_abort_callback)
+    assert "property_abort_callback_timeout: float(-1)" in source  # what register_abort_callback(None) leaves
+    edits = []
+
+    class FakeTask:
+        def register_abort_callback(self, callback):
+            edits.append(("callback", callback))
+
+        def _set_runtime_properties(self, properties):
+            edits.append(("runtime", properties))
+
+    assert callable(task_module.Task._set_runtime_properties)
+    sdk.no_abort_wait(FakeTask())
+    assert edits == [("callback", None), ("runtime", {"_abort_callback_timeout": 0})]

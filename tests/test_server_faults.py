@@ -79,6 +79,12 @@ def test_a_step_aborted_in_the_web_ui_fails_the_run(agents, checkout, data, tmp_
     assert run["status"] == "failed" and "step 'train_xgboost' was aborted" in run["status_reason"]
     assert _left_running(agents, run["id"]) == []
     assert agents.api.task(step)["status"] == "stopped"  # ClearML marks its ended process failed: set back
+    assert stdout.splitlines()[-1].endswith(f"/tasks/{run['id']}") and "web UI: " in stdout  # its pipeline page
+    lines = [line for line in agents.api.console(run["id"]) if line.strip()]  # the run's console, as the UI shows
+    assert lines[-1] == f"run outcome: {run['status_reason']}", lines[-10:]  # no traceback of the watch's wake-up
+    assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in lines), lines[-20:]
+    assert agents.api.table(run["id"], "run outcome")["step"] == "train_xgboost"  # DETAILS > PREVIEW
+    assert agents.api.dag(run["id"])["train_xgboost"]["status"] == "aborted"  # its node, as the page draws it
 
 
 @pytest.mark.parametrize("moment", ["created", "in_progress"])

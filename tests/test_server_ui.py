@@ -8,6 +8,7 @@ Set ``UPDATE_DOCS_IMAGES=1`` to copy the screenshots into ``docs/images/`` (``do
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -32,9 +33,7 @@ def ui_run(agents, checkout, data):
 
 
 def console(server, task_id: str) -> list[str]:
-    """The task's console lines, oldest first (the web UI's CONSOLE tab: ``events.get_task_log``)."""
-    events = server.api("events.get_task_log", task=task_id, batch_size=5000, navigate_earlier=False)["events"]
-    return [line for event in events for line in str(event.get("msg", "")).splitlines()]
+    return server.api.console(task_id)
 
 
 pages = ui_pages  # tests/server_support.py
@@ -141,10 +140,8 @@ def test_failed_run_says_why_on_the_pipeline_page(agents, ui_run, tmp_path):
     frame.to_csv(bad, index=False)
     clone = agents.api.rerun(run, {"data_path": str(bad)})
     assert agents.api.wait(clone, timeout=600)["status"] == "failed"
-    load = agents.api.dag(clone)["load"].get("job_id")  # the DAG node the pipeline page draws as failed
-    assert load and agents.api.task(load)["status"] == "failed"
-    import time
-
+    load = agents.api.dag(clone)["load"]  # the DAG node the pipeline page draws, by its status
+    assert load["status"] == "failed" and agents.api.task(load["job_id"])["status"] == "failed", load
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any("Task failed" in line for line in console(agents, clone)):
         time.sleep(3)
@@ -153,13 +150,50 @@ def test_failed_run_says_why_on_the_pipeline_page(agents, ui_run, tmp_path):
     assert any(line.startswith("error: step 'load' failed") for line in lines), lines[-10:]
     task = agents.api.task(clone)  # the agent has stopped the controller and left the reason
     assert task["status"] == "failed" and task["status_reason"].startswith("step 'load' failed"), task["status_reason"]
+    assert f"run outcome: {task['status_reason']}" in lines, lines[-10:]
+    assert not any("abort callback" in line for line in lines), lines[-10:]  # its agent stopped it at once
+    assert not any("Traceback" in line for line in lines), lines[-20:]  # the step's console has the step's
+    assert agents.api.table(clone, "run outcome") == {"status": "failed", "reason": task["status_reason"],
+                                                     "step": "load"}
     project = task["project"]["id"]
     url = f"{agents.env['CLEARML_WEB_HOST']}/pipelines/{project}/tasks/{clone}"
-    texts = pages(agents, tmp_path, [{"name": "web-ui-failed-run", "url": url, "wait_for": "load"},
-                                     {"name": "web-ui-failed-run-details", "url": url, "click": ["DETAILS"],
-                                      "wait_for": "error: step 'load' failed"}])
-    assert "Failed" in texts["web-ui-failed-run"]  # the run, in the runs list; its load node is drawn failed
+    texts = pages(agents, tmp_path, [{"name": "web-ui-failed-run-details", "url": url, "click": ["DETAILS"],
+                                      "wait_for": "error: step 'load' failed"},
+                                     {"name": "web-ui-failed-run-outcome", "url": url, "click": ["DETAILS", "PREVIEW"],
+                                      "wait_for": "run outcome"}])
+    assert "Failed" in texts["web-ui-failed-run-outcome"]  # the run, in the runs list; its load node is drawn failed
     assert "error: step 'load' failed" in texts["web-ui-failed-run-details"]  # the controller's console
+    assert _squeezed(task["status_reason"]) in _squeezed(texts["web-ui-failed-run-outcome:content"])  # its table
+
+
+def test_a_rerun_refused_for_its_args_says_why_on_the_pipeline_page(agents, ui_run, tmp_path):
+    """A value typed in the web UI that is not a number: no step runs, every node is drawn skipped (none linked to
+    the steps of the run it was cloned from), and the page shows the reason."""
+    run, _ = ui_run
+    clone = agents.api.rerun(run, {"xgb_max_depth": "deep"})
+    assert agents.api.wait(clone, timeout=300)["status"] == "failed"
+    reason = "xgb_max_depth = 'deep' is not an int: allowed 1 to 20"
+    dag = agents.api.dag(clone)
+    assert {name: (node["status"], node.get("job_id")) for name, node in dag.items()} == {
+        name: ("skipped", None) for name in dag} and set(STEPS) <= set(dag)
+    assert agents.api.table(clone, "run outcome") == {"status": "failed", "reason": reason,
+                                                     "step": "none (no step ended the run)"}
+    deadline = time.monotonic() + 60  # the agent sends the console in batches
+    while time.monotonic() < deadline and not any("Task failed" in line for line in console(agents, clone)):
+        time.sleep(3)
+    lines = [line for line in console(agents, clone) if line.strip()]
+    assert f"run outcome: {reason}" in lines and not any("Traceback" in line for line in lines), lines[-10:]
+    assert not any("abort callback" in line for line in lines), lines[-10:]
+    project = agents.api.task(clone)["project"]["id"]
+    url = f"{agents.env['CLEARML_WEB_HOST']}/pipelines/{project}/tasks/{clone}"
+    texts = pages(agents, tmp_path, [{"name": "web-ui-refused-run", "url": url, "click": ["DETAILS", "PREVIEW"],
+                                      "wait_for": "run outcome"}])
+    assert _squeezed(reason) in _squeezed(texts["web-ui-refused-run:content"])
+
+
+def _squeezed(text: str) -> str:
+    """``text`` without whitespace: a table cell wraps long text into lines that its page text joins as is."""
+    return "".join(text.split())
 
 
 def test_comparing_two_runs_shows_their_plots_labelled_by_run(agents, checkout, data, ui_run, tmp_path):

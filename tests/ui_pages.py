@@ -8,7 +8,8 @@ Run with the harness's Python (it has playwright; Debian's chromium is the brows
 each page is opened (logged in as the harness does), the texts in ``click`` are clicked in order
 (tabs such as ``CONFIGURATION``), the page waits until ``wait_for`` is visible, then its visible
 text and a screenshot (``OUT_DIR/<name>.png``) are taken. Prints one JSON object
-``{name: visible text, name + ":content": all text of the page}`` on the last line. Every non-loopback request is aborted.
+``{name: visible text, name + ":content": all text of the page, that of its plots included}`` on the last
+line. Every non-loopback request is aborted.
 """
 
 import json
@@ -44,7 +45,9 @@ def main(web: str, out: Path, pages: list[dict]) -> dict:
                 settle(page, 1)
             page.screenshot(path=str(out / f"{spec['name']}.png"))
             texts[spec["name"]] = page.locator("body").inner_text()  # what is visible
-            texts[spec["name"] + ":content"] = page.locator("body").text_content()  # also what is scrolled away
+            drawn = " ".join(" ".join(frame.locator("svg text").all_text_contents()) for frame in page.frames)
+            texts[spec["name"] + ":content"] = f'{page.locator("body").text_content()} {drawn}'  # also what is
+            # scrolled away, and the text of plots and tables (SVG, which the body's text leaves out)
         browser.close()
     return texts
 
