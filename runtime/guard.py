@@ -106,11 +106,7 @@ def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -
         if Task.is_offline():
             task.add_tags([outcome.TAGS[result.status]])
         if result.status != "completed":
-            report_outcome(task.get_logger(), result, exc)
-            if not Task.running_locally():  # an agent runs it: it is to stop the process as soon as it is failed
-                from runtime.sdk import no_abort_wait
-
-                no_abort_wait(task)
+            _say_why(task, result, exc)
         task.close()  # first: closing marks a task that is still running completed
         if result.status != "completed":
             finish_before_interrupts()  # closing put back the handlers from before Task.init
@@ -122,19 +118,33 @@ def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -
         pass
 
 
+def _say_why(task, result: outcome.Outcome, exc: Optional[BaseException]) -> None:
+    """:func:`report_outcome` on the run's task and, on an agent, let it stop the process as soon as the task is
+    failed; neither keeps the run's status from being recorded."""
+    from clearml import Task
+
+    from runtime.sdk import no_abort_wait
+
+    try:
+        report_outcome(task.get_logger(), result, exc)
+        if not Task.running_locally():
+            no_abort_wait(task)
+    except Exception:  # e.g. the server is gone
+        pass
+
+
 def report_outcome(logger, result: outcome.Outcome, exc: Optional[BaseException] = None) -> None:
     """Say on the run's task why it did not complete, where its pipeline page shows it: a table *run outcome*
     (status, reason, the step that ended the run; the page's *DETAILS* > *PREVIEW*, and the run's *PLOTS*) and,
     as the console's last line, ``run outcome: <reason>``, after the traceback of ``exc`` when one is given."""
     import pandas as pd
+    from clearml import Task
 
     step = re.match(r"step '(\w+)'", result.reason)
     rows = {"status": result.status, "reason": result.reason or result.status,
             "step": step.group(1) if step else "none (no step ended the run)"}
     logger.report_table("run outcome", result.status, iteration=0,
                         table_plot=pd.DataFrame({"": list(rows.values())}, index=list(rows)))
-    from clearml import Task
-
     detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
     # on an agent, the console is what the process prints (ClearML sends no console text of its own there)
     logger.report_text(f"{detail}{outcome.reason_line(result)}", print_console=not Task.running_locally())
@@ -152,9 +162,13 @@ def _worth_a_traceback(exc: BaseException, reason: str, context: RunContext) -> 
     return not reason.startswith("step '") or raising_step(exc, context.step_names) is not None
 
 
-#: Set when the run's own task was aborted from the web UI (:func:`on_run_aborted`); then once the main
-#: thread has stopped running the pipeline.
-_aborted_in_web_ui, _main_thread_ended, _abort_handled = threading.Event(), threading.Event(), threading.Event()
+class _WebUiAbort:
+    """The run's own task aborted in the web UI: ``seen`` (by :func:`on_run_aborted`), then ``main_thread_ended``
+    (it stopped running the pipeline), then ``handled`` (the steps stopped and the run recorded aborted)."""
+
+    seen, main_thread_ended, handled = threading.Event(), threading.Event(), threading.Event()
+
+
 ABORTED_IN_WEB_UI = "the run was aborted in the web UI"
 #: How long ClearML gives :func:`on_run_aborted` before it ends the process (``register_abort_callback``).
 ABORT_CALLBACK_S = 30.0
@@ -164,7 +178,7 @@ def on_run_aborted() -> None:
     """Called by ClearML (in its own thread) when the run's task is aborted in the web UI, before ClearML ends
     the process: one line, the run's steps stopped on the server (queued ones dequeued, running ones aborted,
     ``--mode local`` subprocesses ended), so none is left running. The run's task stays *Aborted*."""
-    _aborted_in_web_ui.set()
+    _WebUiAbort.seen.set()
     StepWatch.stop_current()  # its interrupt would end the main thread before the steps are stopped
     print("error: the run was aborted (its task was stopped in the web UI); stopping its steps",
           file=sys.stderr, flush=True)
@@ -175,21 +189,21 @@ def on_run_aborted() -> None:
         settle_steps(reasons, timeout=ABORT_CALLBACK_S - 15)
         # the stopped steps end the pipeline, and ClearML marks its task failed ("Pipeline aborted and failed"):
         # once the main thread is past that, the run is marked aborted again
-        _main_thread_ended.wait(timeout=10)
+        _WebUiAbort.main_thread_ended.wait(timeout=10)
         from clearml.backend_api.session.client import APIClient
 
         APIClient().tasks.stopped(task=controller_id(), force=True, status_reason=ABORTED_IN_WEB_UI,
                                   status_message=ABORTED_IN_WEB_UI)
     except Exception:  # e.g. the server is gone
         pass
-    _abort_handled.set()
+    _WebUiAbort.handled.set()
 
 
 def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
     finish_before_interrupts()
-    if _aborted_in_web_ui.is_set():  # on_run_aborted said so, stops the steps and records the run aborted
-        _main_thread_ended.set()
-        _abort_handled.wait(timeout=ABORT_CALLBACK_S)
+    if _WebUiAbort.seen.is_set():  # on_run_aborted said so, stops the steps and records the run aborted
+        _WebUiAbort.main_thread_ended.set()
+        _WebUiAbort.handled.wait(timeout=ABORT_CALLBACK_S)
         _withdraw_results(context)
         from runtime.interrupts import EXIT_INTERRUPTED, leave_now
 
@@ -277,7 +291,7 @@ def run_guarded(pipeline: Callable, kwargs: dict, context: RunContext,
     """
     try:
         metrics = pipeline(**kwargs)
-        if _aborted_in_web_ui.is_set():
+        if _WebUiAbort.seen.is_set():
             raise KeyboardInterrupt
         missed = context.watch.last_look() if context.watch is not None else None
         if missed:  # e.g. a step aborted as it started, or just before the end

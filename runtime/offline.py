@@ -173,6 +173,8 @@ def record_run(task, output_dir: Path) -> None:
             task.reload()  # the user properties the controller set through the server
         params = task.get_parameters_as_dict(cast=True)
         record = {key: value for key, value in params.get("properties", {}).items() if key.startswith("data_")}
+        if str(record.get("data_rows", "")).isdigit():  # user properties are text
+            record["data_rows"] = int(record["data_rows"])
         record.update({name: params.get("Args", {}).get(name) for name in ("test_size", "random_state")})
         write_run_record(output_dir, record, since=psutil.Process().create_time())
     except Exception:  # a convenience for predict: never the reason a finished run fails
