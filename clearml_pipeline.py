@@ -52,6 +52,7 @@ def load(data_path: str, data_sha256: str, dataset_id: str):
     from runtime.reporting import step_console
     from steps.data import load_dataset
     from steps.datafile import resolve_data_path
+    from steps.logs import log as steps_log
 
     step_console()
     path, source = local_csv(dataset_id) if dataset_id else (resolve_data_path(data_path),) * 2
@@ -60,7 +61,7 @@ def load(data_path: str, data_sha256: str, dataset_id: str):
     if dataset_id and data_sha256 and record["data_sha256"] != data_sha256:
         raise DatasetError(f"the copy of dataset {dataset_id} has SHA-256 {record['data_sha256']}, not the "
                            f"{data_sha256} registered with it; its files were changed on the server")
-    print(f"data sha256 {record['data_sha256']} ({source})")  # the info line above says what was loaded
+    steps_log.info("data sha256 %s (%s)", record["data_sha256"], source)  # the info line above: what was loaded
     Task.current_task().set_user_properties(**record)  # offline: the run's (controller) task
     return dataset, record
 
@@ -166,15 +167,18 @@ def build_pipeline(settings: RunSettings):
     component = settings.component
     load_step = component(load, return_values=["dataset", "data_record"], cache=True, task_type="data_processing",
                           packages=DATA)
+    # parents: the DAG the pipeline page draws from the start (ClearML links a step to its parents only once they
+    # completed, so a run that fails early would show its later steps unlinked)
     split_step = component(split, return_values=["X_train", "X_test", "y_train", "y_test"], cache=True,
-                           task_type="data_processing", packages=DATA)
+                           task_type="data_processing", packages=DATA, parents=["load"])
     trainers = {function.__name__.removeprefix("train_"): function
                 for function in (train_polynomial, train_xgboost, train_linear, train_random_forest)}
     train = {kind: component(trainers[kind], kind=kind, return_values=["model", "validation"], task_type="training",
                              packages=DATA + (XGBOOST if kind == "xgboost" else []),
-                             auto_connect_frameworks={"xgboost": False})
+                             auto_connect_frameworks={"xgboost": False}, parents=["split"])
              for kind in settings.models}
     evaluate_step = component(evaluate, return_values=["metrics"], task_type="qc", packages=DATA + XGBOOST + FIGURES,
+                              parents=["split", *(f"train_{kind}" for kind in settings.models)],
                               **evaluate_monitoring(settings.models))
 
     @PipelineDecorator.pipeline(name=PIPELINE_NAME, project=PROJECT, version=PIPELINE_VERSION, return_value="metrics",

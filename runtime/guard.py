@@ -22,7 +22,16 @@ from typing import Optional
 
 import runtime.outcome as outcome
 from runtime.interrupts import end_child_processes, finish_before_interrupts
-from runtime.step_watch import StepState, StepWatch, failed_step_reason, launched_nodes, settle_steps, stop_steps
+from runtime.step_watch import (
+    BadInputReason,
+    StepState,
+    StepWatch,
+    failed_step_reason,
+    launched_nodes,
+    settle_steps,
+    stop_steps,
+)
+from steps.errors import BadInput
 
 
 @dataclass
@@ -155,7 +164,6 @@ def _worth_a_traceback(exc: BaseException, reason: str, context: RunContext) -> 
     without completing (the reason says all of those), nor a step that failed in its own process (its
     console has its traceback)."""
     from runtime.errors import SetupError
-    from steps.errors import BadInput
 
     if isinstance(exc, (KeyboardInterrupt, StepNotCompleted, BadInput, SetupError)):
         return False
@@ -227,6 +235,8 @@ def _end_failed(task, exc: BaseException, context: RunContext) -> BaseException:
         elif not os.environ.get("CLEARML_WORKER_ID"):  # launched here (on an agent, the console is the page)
             print(f"web UI: {pipeline_page(task)}", flush=True)  # the run's page says why, as its last line does
     print(f"error: {reason}", file=sys.stderr, flush=True)
+    if isinstance(reason, BadInputReason):  # found by a step in its own process: exit 2, as offline
+        return StepBadInput(reason)
     return exc if user_stop or not isinstance(exc, KeyboardInterrupt) else StepNotCompleted(reason)
 
 
@@ -310,6 +320,10 @@ def run_guarded(pipeline: Callable, kwargs: dict, context: RunContext,
 
 class StepNotCompleted(RuntimeError):
     """A step of the run ended without completing."""
+
+
+class StepBadInput(StepNotCompleted, BadInput):
+    """A step in its own process (an agent's, or ``--mode local``) failed on bad input (exit code 2)."""
 
 
 def report_results(task, metrics, output_dir: Optional[Path]) -> None:

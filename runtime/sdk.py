@@ -28,6 +28,9 @@ Everything else uses ClearML's public API. What is here has no public equivalent
   aborted even earlier, between the creation of the task and its first edit by the decorator's factory
   (``Node.task_factory_func``, called by ``_launch_node``), the factory's refusal is answered with the task.
 
+* :func:`traceback_to_the_console_only`: a ``--mode local`` step's process shares the run's terminal, and
+  ClearML echoes its console there, a step's traceback included; its ``sys.excepthook`` drops the echo.
+
 * :func:`no_abort_wait`: a controller on an agent that registered an abort callback makes its agent wait
   up to the callback's timeout plus 15 s (45 s) once the task is failed, saying so in its console, before
   it stops the process; ``register_abort_callback(None)`` leaves the timeout at -1, which the agent still
@@ -54,6 +57,15 @@ def internals_supported() -> bool:
     import clearml
 
     return clearml.__version__.startswith(SUPPORTED_VERSIONS)
+
+
+def traceback_to_the_console_only(kind, value, tb) -> None:
+    """``sys.excepthook`` of a ``--mode local`` step's process (:data:`STEP_CODE_HEADER`; ClearML's own hook calls
+    it once it has noted the error): the traceback goes to the step's console, not to the run's terminal, which
+    the step's process shares and where the run says the error in one line (ClearML echoes the console to the
+    terminal through ``sys.stderr._original_write``, :func:`drop_direct_stderr_lines`)."""
+    drop_direct_stderr_lines(lambda text: True)  # the process ends here: nothing more of it for the terminal
+    sys.__excepthook__(kind, value, tb)
 
 
 def no_abort_wait(task) -> None:
@@ -158,8 +170,12 @@ import signal as _signal
 # Ctrl-C in a --mode local run's terminal reaches its steps too: the run's process stops and ends them
 _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
 try:  # no GPU-monitoring failures or progress bars of small downloads in the step's console (runtime/sdk.py)
-    from runtime.sdk import quiet_console
+    from runtime.sdk import quiet_console, traceback_to_the_console_only
     quiet_console(steps=False)
+    import os as _os
+    import sys as _sys
+    if not _os.environ.get("CLEARML_WORKER_ID"):  # a --mode local step: the run's terminal says its error once
+        _sys.excepthook = traceback_to_the_console_only
 except ImportError:
     pass
 """

@@ -137,21 +137,33 @@ def _console_lines(task_id: str) -> list[str]:
     return [line.strip() for report in reports for line in str(report).splitlines()]
 
 
+#: The project's own bad-input errors (``steps.errors.BadInput`` and its kinds) as a step's console ends with them.
+BAD_INPUT_LINE = re.compile(r"^(?:steps\.\w+|runtime\.data_versions)\.(?:\w*Error|BadInput): ")
+
+
+class BadInputReason(str):
+    """The reason of a step that failed on bad input (a file, a parameter): the run exits 2, as offline."""
+
+
 def _error_line(lines: list[str]) -> str:
-    """The last ``SomethingError: ...`` line of a step's console, or ''."""
+    """The last ``SomethingError: ...`` line of a step's console, or ''; the project's own bad input as the
+    offline run says it, the message alone (a :class:`BadInputReason`)."""
     errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", line)]
-    # the project's own bad-input errors read as the offline run's do: the message alone
-    return re.sub(r"^steps\.\w+\.(\w*Error|BadInput): ", "", errors[-1]) if errors else ""
+    if not errors:
+        return ""
+    bad_input = BAD_INPUT_LINE.match(errors[-1])
+    return BadInputReason(errors[-1][bad_input.end():]) if bad_input else errors[-1]
 
 
 def failed_step_reason(step: StepState) -> str:
     """Why a step ended failed: aborted by a user (ClearML then marks the step's process failed), the last
-    error line of its console on the server, or its status reason."""
+    error line of its console on the server, or its status reason; a :class:`BadInputReason` for bad input."""
     lines = _console_lines(step.task_id)
     if any("USER ABORTED" in line for line in lines):
         return f"step '{step.name}' was aborted"
     detail = _error_line(lines) or step.reason
-    return f"step '{step.name}' failed" + (f": {detail}" if detail else "")
+    reason = f"step '{step.name}' failed" + (f": {detail}" if detail else "")
+    return BadInputReason(reason) if isinstance(detail, BadInputReason) else reason
 
 
 class StepWatch:

@@ -198,3 +198,16 @@ def test_a_killed_offline_run_leaves_a_session_without_outcome_and_a_usable_fold
     again = _run("--data", str(housing_csv), "--output-dir", str(out), "--models", "linear", cache=cache)
     assert again.returncode == 0, again.stderr[-2000:]
 
+
+
+@pytest.mark.parametrize("last_error, reason, bad_input", [
+    ("steps.errors.DataError: x.csv: column a is empty; fix it", "x.csv: column a is empty; fix it", True),
+    ("runtime.data_versions.DatasetError: dataset d holds no CSV", "dataset d holds no CSV", True),
+    ("ValueError: could not convert", "ValueError: could not convert", False),  # a bug: its type stays
+])
+def test_a_step_that_failed_in_its_own_process_on_bad_input_is_read_as_bad_input(last_error, reason, bad_input):
+    """The last error line of a step's console (runtime.step_watch): the project's bad input makes the run exit 2."""
+    from runtime.step_watch import BadInputReason, _error_line
+
+    read = _error_line(["Traceback (most recent call last):", '  File "load.py", line 3', last_error])
+    assert read == reason and isinstance(read, BadInputReason) is bad_input

@@ -133,11 +133,7 @@ def test_xgboost_curve_is_a_scalar_series_per_round(agents, ui_run):
 def test_failed_run_says_why_on_the_pipeline_page(agents, ui_run, tmp_path):
     """A re-run on a CSV that fails the load step: the reason, the failed node, and a console that agrees."""
     run, _ = ui_run
-    bad = tmp_path / "bad.csv"
-    frame = pd.read_csv(ROOT / "data" / "cal_housing.csv")
-    frame["median_income"] = frame["median_income"].astype(object)
-    frame.loc[20000, "median_income"] = "n/a?"
-    frame.to_csv(bad, index=False)
+    bad = _bad_csv(tmp_path)
     clone = agents.api.rerun(run, {"data_path": str(bad)})
     assert agents.api.wait(clone, timeout=600)["status"] == "failed"
     load = agents.api.dag(clone)["load"]  # the DAG node the pipeline page draws, by its status
@@ -164,6 +160,37 @@ def test_failed_run_says_why_on_the_pipeline_page(agents, ui_run, tmp_path):
     assert "Failed" in texts["web-ui-failed-run-outcome"]  # the run, in the runs list; its load node is drawn failed
     assert "error: step 'load' failed" in texts["web-ui-failed-run-details"]  # the controller's console
     assert _squeezed(task["status_reason"]) in _squeezed(texts["web-ui-failed-run-outcome:content"])  # its table
+
+
+def _bad_csv(folder: Path) -> Path:
+    """The real data with a text value in a numeric column (passes the header check; the load step refuses it)."""
+    bad = folder / "bad.csv"
+    frame = pd.read_csv(ROOT / "data" / "cal_housing.csv")
+    frame["median_income"] = frame["median_income"].astype(object)
+    frame.loc[20000, "median_income"] = "n/a?"
+    frame.to_csv(bad, index=False)
+    return bad
+
+
+def test_a_local_run_on_bad_data_says_so_once_and_draws_its_whole_dag(agents, checkout, tmp_path):
+    """``--mode local``: the load step (a process of its own, sharing the terminal) refuses the data. The terminal
+    gets one line and exit 2, as offline; the step's traceback is in its console only; the DAG links every step
+    (ClearML links a step to its parents only once they ran)."""
+    bad = _bad_csv(tmp_path)
+    result = run_cli(agents, checkout, "--mode", "local", "--data", str(bad), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("info: ")]
+    assert said == [f"error: step 'load' failed: {bad}: column median_income has a non-numeric value 'n/a?' in "
+                    "data row 20001; fix or remove that row (every column must be numeric)"], said
+    assert "Traceback" not in result.stdout and result.stdout.strip().splitlines()[-1].startswith("web UI: ")
+    run = run_id(result.stdout)
+    dag = agents.api.dag(run)
+    assert {name: sorted(set(node["parents"])) for name, node in dag.items()} == {
+        "load": [], "split": ["load"], "train_polynomial": ["split"], "train_xgboost": ["split"],
+        "evaluate": ["split", "train_polynomial", "train_xgboost"]}
+    assert dag["load"]["status"] == "failed" and not (tmp_path / "out").exists()
+    step_console = "\n".join(console(agents, dag["load"]["job_id"]))
+    assert "Traceback" in step_console and "steps.errors.DataError: " in step_console  # for whoever debugs it
 
 
 def test_a_rerun_refused_for_its_args_says_why_on_the_pipeline_page(agents, ui_run, tmp_path):
