@@ -121,8 +121,9 @@ def record(task, result: outcome.Outcome, exc: Optional[BaseException] = None) -
             finish_before_interrupts()  # closing put back the handlers from before Task.init
         if result.status == "failed":
             task.mark_failed(status_reason=result.reason, status_message=result.reason, force=True)
-        elif result.status == "aborted":
-            task.mark_stopped(force=True, status_message=result.reason)
+        elif result.status == "aborted":  # as mark_stopped, with the reason the INFO tab shows as its status reason
+            task.flush(wait_for_uploads=True)
+            task.stopped(force=True, status_reason=result.reason, status_message=result.reason)
     except Exception:  # the one-line answer matters more than the record
         pass
 

@@ -58,5 +58,5 @@ def import_offline(path: str) -> tuple[str, outcome.Outcome]:
     if result.status == "failed":
         task.mark_failed(status_reason=result.reason, status_message=result.reason, force=True)
     elif result.status == "aborted":
-        task.mark_stopped(force=True, status_message=result.reason)
+        task.stopped(force=True, status_reason=result.reason, status_message=result.reason)
     return task_id, result

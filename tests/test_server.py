@@ -343,7 +343,7 @@ def test_import_offline_of_an_interrupted_run_is_stopped(agents, checkout, data,
     proc.communicate(timeout=120)
     assert proc.returncode == 130
     task = agents.api.task(_import(agents, checkout, _session_zip_from_cache(tmp_path)))
-    assert task["status"] == "stopped"
+    assert task["status"] == "stopped" and task["status_reason"] == "interrupted", task.get("status_reason")
 
 
 def _session_zip_from_cache(tmp: Path) -> Path:

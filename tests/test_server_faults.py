@@ -208,7 +208,7 @@ def test_ctrl_c_aborts_the_run_and_takes_its_steps_out_of_the_queue(agents, chec
     said += rest.decode(errors="replace")
     assert proc.returncode == 130 and _errors(said) == ["error: interrupted"], said[-2000:]
     run = _controller(agents)
-    assert run["status"] == "stopped", run
+    assert run["status"] == "stopped" and run["status_reason"] == "interrupted", run
     assert _left_running(agents, run["id"]) == []
     queue = agents.api("queues.get_all", name="^nobody-serves-this$")["queues"][0]
     assert queue["entries"] == []
