@@ -29,6 +29,19 @@ def _problem(root: Path, url: Optional[str]) -> Optional[str]:
     return None
 
 
+def _clone_url(root: Path, url: Optional[str]) -> Optional[str]:
+    """An ``origin`` that is a path to a git repository, as the ``file://`` URL git clones it by (an agent on this
+    machine can, as from ``file:///...``); any other ``url`` as it is."""
+    if not url or "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url):
+        return url
+    path = (root / url).resolve()
+    try:
+        _git(path, "rev-parse", "--git-dir")
+    except (OSError, subprocess.SubprocessError):
+        return url  # not a repository: refused below
+    return path.as_uri()
+
+
 def step_repository(root: Path = PROJECT_ROOT, required: bool = True) -> tuple[Optional[str], Optional[str]]:
     """``(git remote URL, commit)`` agents clone for the steps (ClearML does not give a step its
     controller's repository, clearml issue #1370, and its own conversion of a local checkout fails for
@@ -36,12 +49,14 @@ def step_repository(root: Path = PROJECT_ROOT, required: bool = True) -> tuple[O
 
     :param required: ``True`` (``--mode remote``): no usable remote is an error. ``False``
         (``--mode local``): ``(None, None)`` and a warning (the run works; a re-run from the web UI cannot).
-    :raises UsageError: (``required``) no git, not a checkout, no ``origin``, or a local-path ``origin``.
+    :raises UsageError: (``required``) no git, not a checkout, no ``origin``, or an ``origin`` that is a local
+        path but no git repository (a path to one is given as its ``file://`` URL).
     """
     try:
         url, commit = _git(root, "remote", "get-url", "origin"), _git(root, "rev-parse", "HEAD")
     except (OSError, subprocess.SubprocessError):
         url = commit = None
+    url = _clone_url(root, url)
     problem = _problem(root, url)
     if problem:
         if required:

@@ -156,3 +156,20 @@ def test_help_lists_every_option_with_its_default(tmp_path):
         assert flag_of(f) in text, f.name
     assert "--mode" in text and "--queue" in text and "--no-cache" in text
     assert "(default: 0.2)" in text and "(default: polynomial,xgboost)" in text
+
+
+def test_an_origin_that_is_a_path_to_a_repository_is_given_to_agents_as_its_file_url(tmp_path):
+    """``git clone /work/main`` leaves ``origin`` a plain path: agents on this machine clone it as ``file://``
+    (a web UI re-run of a ``--mode local`` run found no code for its steps before); a path that is no
+    repository is still refused."""
+    from cli.repository import step_repository
+
+    upstream, checkout = tmp_path / "upstream", tmp_path / "checkout"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", str(upstream)], check=True)
+    subprocess.run([*git, "-C", str(upstream), "commit", "-q", "--allow-empty", "-m", "first"], check=True)
+    subprocess.run(["git", "clone", "-q", str(upstream), str(checkout)], check=True)
+    url, commit = step_repository(checkout)
+    assert url == upstream.resolve().as_uri() and len(commit) == 40
+    subprocess.run(["git", "-C", str(checkout), "remote", "set-url", "origin", str(tmp_path / "nothing")], check=True)
+    assert step_repository(checkout, required=False) == (None, None)

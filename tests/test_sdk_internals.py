@@ -276,3 +276,15 @@ def test_no_abort_wait_sets_the_runtime_property_the_agent_reads():
     assert callable(task_module.Task._set_runtime_properties)
     sdk.no_abort_wait(FakeTask())
     assert edits == [("callback", None), ("runtime", {"_abort_callback_timeout": 0})]
+
+
+def test_clearml_hands_a_steps_uncaught_error_on_to_the_excepthook_set_before_task_init():
+    """runtime.sdk.traceback_to_the_console_only is the step's ``sys.excepthook`` set in the step code's header,
+    before ``Task.init``; ClearML's exit hooks note the error, then call it (and it reaches the console through
+    the patched ``sys.stderr``, whose terminal echo goes through ``_original_write``)."""
+    from clearml.utilities.process.exit_hooks import ExitHooks
+
+    source = inspect.getsource(ExitHooks.exc_handler)
+    assert "self.exception = value" in source and "self._orig_exc_handler(exctype, value, traceback" in source
+    assert "sys.excepthook = self.exc_handler" in inspect.getsource(ExitHooks)
+    assert "_sys.excepthook = traceback_to_the_console_only" in sdk.STEP_CODE_HEADER
