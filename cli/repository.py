@@ -18,12 +18,17 @@ def _git(root: Path, *args: str) -> str:
                           check=True).stdout.strip()
 
 
+def _is_url(url: str) -> bool:
+    """Whether ``url`` is a URL git clones by (``scheme://...`` or scp-like ``user@host:path``), not a path."""
+    return "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url) is not None
+
+
 def _problem(root: Path, url: Optional[str]) -> Optional[str]:
     if url is None:
         return (f"agents clone this project with git, but {root} is not a git checkout with an 'origin' remote "
                 "and a commit; push it to a repository the agents can reach (git remote add origin URL && "
                 "git push) and run from that checkout")
-    if "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url):
+    if not _is_url(url):
         return (f"the git remote 'origin' of {root} is a local path ({url}); agents need a URL they can clone "
                 "(https://..., git@host:... or file:///...): git remote set-url origin URL")
     return None
@@ -32,7 +37,7 @@ def _problem(root: Path, url: Optional[str]) -> Optional[str]:
 def _clone_url(root: Path, url: Optional[str]) -> Optional[str]:
     """An ``origin`` that is a path to a git repository, as the ``file://`` URL git clones it by (an agent on this
     machine can, as from ``file:///...``); any other ``url`` as it is."""
-    if not url or "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url):
+    if not url or _is_url(url):
         return url
     path = (root / url).resolve()
     try:

@@ -150,9 +150,8 @@ def report_outcome(logger, result: outcome.Outcome, exc: Optional[BaseException]
     import pandas as pd
     from clearml import Task
 
-    step = re.match(r"step '(\w+)'", result.reason)
     rows = {"status": result.status, "reason": result.reason or result.status,
-            "step": step.group(1) if step else "none (no step ended the run)"}
+            "step": _step_of(result.reason) or "none (no step ended the run)"}
     logger.report_table("run outcome", result.status, iteration=0,
                         table_plot=pd.DataFrame({"": list(rows.values())}, index=list(rows)))
     detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
@@ -168,7 +167,13 @@ def _worth_a_traceback(exc: BaseException, reason: str, context: RunContext) -> 
 
     if isinstance(exc, (KeyboardInterrupt, StepNotCompleted, BadInput, SetupError)):
         return False
-    return not reason.startswith("step '") or raising_step(exc, context.step_names) is not None
+    return _step_of(reason) is None or raising_step(exc, context.step_names) is not None
+
+
+def _step_of(reason: str) -> Optional[str]:
+    """The step a run's reason names (``step '<name>' ...``: it ended the run), or None."""
+    named = re.match(r"step '(\w+)'", reason)
+    return named.group(1) if named else None
 
 
 class _WebUiAbort:
